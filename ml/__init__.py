@@ -1,0 +1,1 @@
+"""PAROMA-MED ml."""
