@@ -12,7 +12,7 @@ import importlib.resources
 from dataclasses import dataclass
 
 import torch
-from monai.networks.nets import UNet
+from monai.networks.nets.unet import UNet
 
 from ml.errors import WeightsInvalid
 from ml.weights import load_weights
