@@ -116,8 +116,19 @@ class Phantom:
     thinned_segments: tuple[int, ...] = field(default=())
 
 
+Field = NDArray[np.float32]
+
+
 def _unit(v: NDArray[np.float64]) -> NDArray[np.float64]:
     return v / np.linalg.norm(v)
+
+
+def _dot(parts: list[Field], vector: NDArray[np.float64]) -> Field:
+    """Per-voxel dot product of a vector field (three arrays) with a vector."""
+    out: Field = parts[0] * np.float32(vector[0])
+    out += parts[1] * np.float32(vector[1])
+    out += parts[2] * np.float32(vector[2])
+    return out
 
 
 def _thickness_field(
@@ -193,23 +204,20 @@ def generate_phantom(
     # Capsule coordinates of every voxel: height along the axis, radial distance
     # to the clamped axis point, and angle psi from the anterior insertion.
     rel = [w - np.float32(b) for w, b in zip(world, base, strict=True)]
-    h = sum(r * np.float32(a) for r, a in zip(rel, axis, strict=True))
+    h = _dot(rel, axis)
     t = np.clip(h, 0.0, cyl)
     v = [r - t * np.float32(a) for r, a in zip(rel, axis, strict=True)]
-    d = np.sqrt(sum(c * c for c in v))
-    xs = sum(c * np.float32(s) for c, s in zip(v, septum, strict=True))
-    ys = sum(c * np.float32(s) for c, s in zip(v, e2, strict=True))
+    d = np.sqrt(v[0] ** 2 + v[1] ** 2 + v[2] ** 2)
+    xs = _dot(v, septum)
+    ys = _dot(v, e2)
     theta = np.degrees(np.arctan2(ys, xs))
     psi = np.mod(theta + alpha, 360.0)
     cos_polar = np.where(h > cyl, (h - cyl) / np.maximum(d, 1e-3), 0.0)
     eta_endo = (t + radius * cos_polar) / length
 
     # Wall thickness at each voxel's endocardial point.
-    t17 = 0.0
     eta17 = (cyl + 0.75 * radius) / length
-    tgrid, plateau, thinned = _thickness_field(rng, eta17)
-    t17 = plateau[17]
-    del t17
+    tgrid, _, thinned = _thickness_field(rng, eta17)
     coords = np.stack([np.clip(eta_endo, 0, 1) * 100.0, psi / 2.0])
     wall = ndimage.map_coordinates(
         tgrid, coords.reshape(2, -1), order=1, mode="nearest"
@@ -242,7 +250,7 @@ def generate_phantom(
     )
 
     # Body outline (air outside), lungs left and right of the mediastinum.
-    x, y, z = world
+    x, y = world[0], world[1]
     body = (x / (0.6 * fov[0])) ** 2 + (y / (0.55 * fov[1])) ** 2 < 1.0
     lungs = body & ~mediastinum & ((np.abs(x) > 0.18 * fov[0]) | (y < -0.15 * fov[1]))
 
@@ -313,8 +321,8 @@ def write_phantom_nifti(
     image_path = out / f"{stem}_image.nii.gz"
     label_path = out / f"{stem}_label.nii.gz"
     for data, path in ((phantom.image, image_path), (codes, label_path)):
-        img = nib.Nifti1Image(data, phantom.affine)
-        img.set_qform(phantom.affine, code=1)
-        img.set_sform(phantom.affine, code=1)
+        img = nib.Nifti1Image(data, phantom.affine)  # type: ignore[no-untyped-call]
+        img.set_qform(phantom.affine, code=1)  # type: ignore[no-untyped-call]
+        img.set_sform(phantom.affine, code=1)  # type: ignore[no-untyped-call]
         nib.save(img, path)
     return image_path, label_path
