@@ -1,0 +1,602 @@
+"""The one implementation of :class:`ledger.api.Ledger`, over either chain backend.
+
+Transactions are built with web3's contract encoder, signed locally with the
+member's account key (eth-account) and sent raw, so the same code drives the
+embedded chain, anvil and Besu; only :mod:`ledger.chains` differs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from eth_account import Account
+from eth_tester.exceptions import TransactionFailed
+from eth_utils import event_abi_to_log_topic, to_checksum_address
+from web3._utils.events import get_event_data
+from web3.exceptions import ContractLogicError, Web3RPCError
+
+from contracts.build import load_artifact
+from ledger.api import Event, EventKind, Ledger, Member, OfferKind, Proposal, TxReceipt
+from ledger.chains import Chain, EmbeddedChain, faucet_account, release_embedded
+from ledger.commitments import parse_commitment
+from ledger.errors import (
+    LedgerConfigError,
+    LedgerError,
+    LedgerUnreachable,
+    MalformedDigest,
+    TransactionReverted,
+)
+from ledger.index import EventIndex
+
+log = logging.getLogger(__name__)
+
+BATCH_GAS = 3_000_000
+"""Gas limit of a batched transaction (not estimated: a batch's transactions
+may depend on earlier ones of the same batch). Unused gas is not charged."""
+
+_KINDS = {
+    "MemberProposed": EventKind.MEMBER_PROPOSED,
+    "MemberVoted": EventKind.MEMBER_VOTED,
+    "MemberAdmitted": EventKind.MEMBER_ADMITTED,
+    "MemberRemoved": EventKind.MEMBER_REMOVED,
+    "Attestation": EventKind.ATTESTATION,
+    "ConsentRegistered": EventKind.CONSENT_REGISTERED,
+    "ConsentWithdrawn": EventKind.CONSENT_WITHDRAWN,
+    "ErasureRequested": EventKind.ERASURE_REQUESTED,
+    "ErasureCompleted": EventKind.ERASURE_COMPLETED,
+    "ModelRecorded": EventKind.MODEL_RECORDED,
+    "OfferPublished": EventKind.OFFER_PUBLISHED,
+    "OfferWithdrawn": EventKind.OFFER_WITHDRAWN,
+    "StatusListPublished": EventKind.STATUS_LIST_PUBLISHED,
+}
+
+# The event field copied into Event.commitment, per kind.
+_SUBJECT_FIELD = {
+    EventKind.ATTESTATION: "measurementDigest",
+    EventKind.CONSENT_REGISTERED: "commitment",
+    EventKind.CONSENT_WITHDRAWN: "commitment",
+    EventKind.ERASURE_REQUESTED: "commitment",
+    EventKind.ERASURE_COMPLETED: "commitment",
+    EventKind.MODEL_RECORDED: "modelDigest",
+    EventKind.OFFER_PUBLISHED: "offerId",
+    EventKind.OFFER_WITHDRAWN: "offerId",
+    EventKind.STATUS_LIST_PUBLISHED: "digest",
+}
+
+_REVERT_RE = re.compile(r"execution reverted:?\s*(.*)", re.IGNORECASE | re.DOTALL)
+
+
+def revert_reason(exc: BaseException) -> str | None:
+    """The contract's revert reason in a backend exception, None if not a revert.
+
+    eth-tester raises ``TransactionFailed('execution reverted: X')``, web3
+    ``ContractLogicError`` (``.message``), anvil a JSON-RPC error whose message
+    starts with ``execution reverted``; all come out as ``X``.
+    """
+    if isinstance(exc, ContractLogicError):
+        text = exc.message or str(exc)
+    elif isinstance(exc, TransactionFailed | Web3RPCError):
+        text = str(exc)
+    else:
+        return None
+    match = _REVERT_RE.search(text)
+    if match:
+        reason = match.group(1).strip().strip("'\"") or "unknown"
+        return reason
+    if isinstance(exc, ContractLogicError | TransactionFailed):
+        return text.strip() or "unknown"
+    return None
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray):
+        return "0x" + bytes(value).hex()
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+@dataclass
+class _Write:
+    """A signed write waiting to be mined."""
+
+    label: str  # the contract function, for messages
+    raw: bytes  # signed raw transaction
+    tx: dict[str, Any]  # the unsigned transaction, to replay a revert as a call
+    tx_hash: str | None = None  # set once the chain accepted it
+
+
+class Web3Ledger(Ledger):
+    """:class:`ledger.api.Ledger` over a :class:`ledger.chains.Chain`."""
+
+    def __init__(
+        self,
+        chain: Chain,
+        contract_address: str,
+        index: EventIndex,
+        *,
+        account_key: bytes | None = None,
+        deploy_block: int = 0,
+        owns_index: bool = True,
+    ) -> None:
+        """Bind to a deployed federation contract.
+
+        Args:
+            chain: the backend.
+            contract_address: the federation contract.
+            index: the event index for this deployment.
+            account_key: the secp256k1 key that signs writes (None: read-only).
+            deploy_block: the deployment's block (sync starts there).
+            owns_index: close the index on :meth:`close`.
+        """
+        artifact = load_artifact("Federation")
+        self._chain = chain
+        self._w3 = chain.w3
+        self._address = to_checksum_address(contract_address)
+        self._contract = self._w3.eth.contract(address=self._address, abi=artifact["abi"])
+        self._index = index
+        self._owns_index = owns_index
+        self._deploy_block = deploy_block
+        self._account = None if account_key is None else Account.from_key(account_key)
+        self._lock = threading.RLock()  # guards the queue, nonce and batch state
+        self._queue: list[_Write] = []  # signed writes not yet mined, in nonce order
+        self._nonce: int | None = None  # next nonce to use, None: read from chain
+        self._batch: list[TxReceipt] | None = None  # receipts of the open batch
+        self._fees: dict[str, int] | None = None  # fee fields for the open batch
+        self._dids: dict[str, str] = {}  # account (lower) -> member DID cache
+        # eth-tester charges a call's gas to its sender, so calls on the
+        # embedded chain come from the funded faucet; JSON-RPC nodes do not.
+        self._call_from: dict[str, Any] = (
+            {"from": faucet_account()} if isinstance(chain, EmbeddedChain) else {}
+        )
+        self._topics = {
+            event_abi_to_log_topic(abi): (abi, _KINDS[abi["name"]])
+            for abi in artifact["abi"]
+            if abi["type"] == "event"
+        }
+        try:
+            self._threshold = int(self._contract.functions.threshold().call(self._call_from))
+        except (ContractLogicError, Web3RPCError, TransactionFailed) as exc:
+            raise LedgerConfigError(
+                f"no federation contract at {self._address}: {exc}"
+            ) from exc
+        except Exception as exc:
+            if type(exc).__name__ in ("BadFunctionCallOutput",):
+                raise LedgerConfigError(
+                    f"no federation contract at {self._address}"
+                ) from exc
+            raise
+
+    # ----- properties ----------------------------------------------------------------
+
+    @property
+    def account(self) -> str | None:
+        return None if self._account is None else str(self._account.address)
+
+    @property
+    def contract_address(self) -> str:
+        return str(self._address)
+
+    @property
+    def threshold(self) -> int:
+        return self._threshold
+
+    @property
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._queue)
+
+    # ----- sending ---------------------------------------------------------------------
+
+    def _fee_fields(self) -> dict[str, int]:
+        if self._fees is not None:
+            return self._fees
+        block = self._w3.eth.get_block("latest")
+        base = int(block.get("baseFeePerGas", 0) or 0)
+        # Free-gas networks (Besu with zero base fee, anvil --base-fee 0)
+        # take zero fees; elsewhere, leave room for the base fee to double.
+        tip = 0 if base == 0 else 10**9
+        return {"maxFeePerGas": 2 * base + tip, "maxPriorityFeePerGas": tip}
+
+    def _next_nonce(self) -> int:
+        assert self._account is not None
+        if self._nonce is None:
+            self._nonce = int(
+                self._w3.eth.get_transaction_count(self._account.address, "pending")
+            )
+        nonce = self._nonce
+        self._nonce += 1
+        return nonce
+
+    def _send(self, label: str, call: Any) -> TxReceipt | None:
+        """Sign ``call`` and queue it; outside a batch, send and wait now."""
+        if self._account is None:
+            raise LedgerConfigError(
+                f"{label}: this ledger handle is read-only (open it with account_key)"
+            )
+        with self._lock:
+            sender = self._account.address
+            if self._batch is None:
+                # Why estimate first: the estimate runs the call, so a write
+                # the contract refuses raises here with its reason and no
+                # transaction (and no nonce) is spent.
+                try:
+                    gas = int(call.estimate_gas({"from": sender}) * 1.2) + 10_000
+                except Exception as exc:
+                    reason = revert_reason(exc)
+                    if reason is None:
+                        raise
+                    raise TransactionReverted(reason, operation=label) from exc
+                fees = self._fee_fields()
+            else:
+                gas = BATCH_GAS
+                fees = self._fee_fields()
+                self._fees = fees
+            tx = call.build_transaction(
+                {
+                    "from": sender,
+                    "nonce": self._next_nonce(),
+                    "gas": gas,
+                    "chainId": self._chain.chain_id,
+                    **fees,
+                }
+            )
+            raw = bytes(self._account.sign_transaction(tx).raw_transaction)
+            self._queue.append(_Write(label, raw, tx))
+            if self._batch is not None:
+                return None
+            receipts = self.flush()
+            return receipts[-1]
+
+    def flush(self) -> list[TxReceipt]:
+        with self._lock:
+            for write in self._queue:
+                if write.tx_hash is not None:
+                    continue
+                try:
+                    (write.tx_hash,) = self._chain.submit([write.raw])
+                except LedgerUnreachable:
+                    # Keep every unsent write, signed, for the next flush.
+                    raise
+                except LedgerError:
+                    # Refused outright (bad nonce, fee): the unsent writes'
+                    # nonces are void; drop them and re-read the nonce.
+                    self._queue = [w for w in self._queue if w.tx_hash is not None]
+                    self._nonce = None
+                    raise
+            receipts: list[TxReceipt] = []
+            failures: list[tuple[_Write, int]] = []
+            for write in list(self._queue):
+                assert write.tx_hash is not None
+                rcpt = self._chain.receipt(write.tx_hash)
+                self._queue.remove(write)
+                events = self._events_of_logs(rcpt["logs"])
+                self._index.add(events)
+                receipts.append(
+                    TxReceipt(write.tx_hash, int(rcpt["blockNumber"]), tuple(events))
+                )
+                if int(rcpt["status"]) != 1:
+                    failures.append((write, int(rcpt["blockNumber"])))
+            if self._batch is not None:
+                self._batch.extend(receipts)
+            if failures:
+                self._nonce = None
+                write, block = failures[0]
+                raise TransactionReverted(
+                    self._replay_reason(write, block), operation=write.label
+                )
+            return receipts
+
+    def _replay_reason(self, write: _Write, block: int) -> str:
+        """Re-run a failed transaction as a call on its parent block's state."""
+        call = {k: write.tx[k] for k in ("from", "to", "data") if k in write.tx}
+        try:
+            self._w3.eth.call(call, block_identifier=block - 1)  # type: ignore[arg-type]
+        except Exception as exc:
+            reason = revert_reason(exc)
+            if reason is not None:
+                return reason
+            log.debug("replaying %s failed: %s", write.label, exc)
+        return "unknown (out of gas?)"
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[list[TxReceipt]]:
+        with self._lock:
+            if self._batch is not None:
+                raise LedgerError("batch: batches do not nest")
+            receipts: list[TxReceipt] = []
+            self._batch = receipts
+            try:
+                yield receipts
+                self.flush()
+            finally:
+                self._batch = None
+                self._fees = None
+
+    # ----- membership writes ---------------------------------------------------------
+
+    @staticmethod
+    def _proposal_id(receipt: TxReceipt | None) -> int | None:
+        if receipt is None:
+            return None
+        for event in receipt.events:
+            if event.kind == EventKind.MEMBER_PROPOSED:
+                return int(event.data["proposalId"])
+        raise LedgerError("proposal transaction emitted no MemberProposed event")
+
+    def propose_member(self, did: str, account: str, roles: Sequence[str]) -> int | None:
+        _check_did(did, "did")
+        try:
+            checksummed = to_checksum_address(account)
+        except ValueError as exc:
+            raise LedgerConfigError(
+                f"account: expected a 0x Ethereum address, got {account!r}"
+            ) from exc
+        call = self._contract.functions.proposeAdmission(did, checksummed, list(roles))
+        return self._proposal_id(self._send("proposeAdmission", call))
+
+    def propose_removal(self, did: str) -> int | None:
+        _check_did(did, "did")
+        call = self._contract.functions.proposeRemoval(did)
+        return self._proposal_id(self._send("proposeRemoval", call))
+
+    def vote(self, proposal_id: int) -> TxReceipt | None:
+        return self._send("vote", self._contract.functions.vote(int(proposal_id)))
+
+    # ----- registry writes -----------------------------------------------------------
+
+    def record_attestation(
+        self,
+        subject_did: str,
+        measurement_digest: bytes,
+        evidence_digest: bytes,
+        verdict: bool,
+    ) -> TxReceipt | None:
+        _check_did(subject_did, "subject_did")
+        call = self._contract.functions.recordAttestation(
+            subject_did,
+            parse_commitment(measurement_digest, "measurement_digest"),
+            parse_commitment(evidence_digest, "evidence_digest"),
+            bool(verdict),
+        )
+        return self._send("recordAttestation", call)
+
+    def register_consent(
+        self, commitment: bytes, purpose: int, expiry: int
+    ) -> TxReceipt | None:
+        value = parse_commitment(commitment)
+        if not 0 <= int(purpose) <= 0xFFFF:
+            raise MalformedDigest(f"purpose: expected 0..65535, got {purpose}")
+        if not 0 <= int(expiry) < 2**64:
+            raise MalformedDigest(f"expiry: expected seconds since the epoch, got {expiry}")
+        call = self._contract.functions.registerConsent(value, int(purpose), int(expiry))
+        return self._send("registerConsent", call)
+
+    def withdraw_consent(self, commitment: bytes) -> TxReceipt | None:
+        call = self._contract.functions.withdrawConsent(parse_commitment(commitment))
+        return self._send("withdrawConsent", call)
+
+    def request_erasure(self, commitment: bytes) -> TxReceipt | None:
+        call = self._contract.functions.requestErasure(parse_commitment(commitment))
+        return self._send("requestErasure", call)
+
+    def complete_erasure(
+        self, commitment: bytes, proof_digest: bytes
+    ) -> TxReceipt | None:
+        call = self._contract.functions.completeErasure(
+            parse_commitment(commitment), parse_commitment(proof_digest, "proof_digest")
+        )
+        return self._send("completeErasure", call)
+
+    def record_model(
+        self,
+        round: int,
+        model_digest: bytes,
+        parents: Sequence[bytes],
+        contributors: Sequence[str],
+    ) -> TxReceipt | None:
+        if not 0 <= int(round) < 2**64:
+            raise MalformedDigest(f"round: expected a non-negative integer, got {round}")
+        for did in contributors:
+            _check_did(did, "contributors")
+        call = self._contract.functions.recordModel(
+            int(round),
+            parse_commitment(model_digest, "model_digest"),
+            [parse_commitment(p, "parents") for p in parents],
+            list(contributors),
+        )
+        return self._send("recordModel", call)
+
+    def publish_offer(
+        self, offer_id: bytes, kind: OfferKind, metadata_digest: bytes, uri: str
+    ) -> TxReceipt | None:
+        try:
+            kind = OfferKind(kind)
+        except ValueError as exc:
+            raise LedgerConfigError(f"kind: expected an OfferKind, got {kind!r}") from exc
+        call = self._contract.functions.publishOffer(
+            parse_commitment(offer_id, "offer_id"),
+            int(kind),
+            parse_commitment(metadata_digest, "metadata_digest"),
+            str(uri),
+        )
+        return self._send("publishOffer", call)
+
+    def withdraw_offer(self, offer_id: bytes) -> TxReceipt | None:
+        call = self._contract.functions.withdrawOffer(parse_commitment(offer_id, "offer_id"))
+        return self._send("withdrawOffer", call)
+
+    def publish_status_list(self, issuer_did: str, digest: bytes) -> TxReceipt | None:
+        _check_did(issuer_did, "issuer_did")
+        call = self._contract.functions.publishStatusList(
+            issuer_did, parse_commitment(digest, "digest")
+        )
+        return self._send("publishStatusList", call)
+
+    # ----- reads ---------------------------------------------------------------------
+
+    def _call(self, name: str, *args: Any) -> Any:
+        try:
+            return getattr(self._contract.functions, name)(*args).call(self._call_from)
+        except Exception as exc:
+            reason = revert_reason(exc)
+            if reason is None:
+                raise
+            raise TransactionReverted(reason, operation=name) from exc
+
+    def _member_at(self, i: int) -> Member:
+        did, account, roles, admitted_at, removed = self._call("memberAt", i)
+        return Member(str(did), str(account), tuple(roles), int(admitted_at), bool(removed))
+
+    def members(self, *, include_removed: bool = False) -> list[Member]:
+        total = int(self._call("memberTotal"))
+        everyone = [self._member_at(i) for i in range(total)]
+        return [m for m in everyone if include_removed or not m.removed]
+
+    def member(self, did: str) -> Member | None:
+        idx = int(self._call("memberIndexOfDid", did))
+        return None if idx == 0 else self._member_at(idx - 1)
+
+    def is_member(self, did: str) -> bool:
+        return bool(self._call("isMemberDid", did))
+
+    def proposal(self, proposal_id: int) -> Proposal | None:
+        if not 1 <= int(proposal_id) <= int(self._call("proposalCount")):
+            return None
+        did, account, roles, removal, votes, executed = self._call(
+            "proposalAt", int(proposal_id)
+        )
+        return Proposal(
+            int(proposal_id),
+            str(did),
+            str(account),
+            tuple(roles),
+            bool(removal),
+            int(votes),
+            bool(executed),
+        )
+
+    def consent_active(self, commitment: bytes, *, at: int | None = None) -> bool:
+        value = parse_commitment(commitment)
+        if at is None:
+            at = int(self._w3.eth.get_block("latest")["timestamp"])
+        return bool(self._call("consentActive", value, int(at)))
+
+    def erasure_completed(self, commitment: bytes) -> bool:
+        return int(self._call("erasureState", parse_commitment(commitment))) == 2
+
+    def current_status_list_digest(self, issuer_did: str) -> bytes | None:
+        digest = bytes(self._call("statusListOf", issuer_did))
+        return None if digest == bytes(32) else digest
+
+    # ----- index ---------------------------------------------------------------------
+
+    def _did_of(self, account: str) -> str:
+        key = account.lower()
+        did = self._dids.get(key)
+        if did is None:
+            did = str(self._call("didOfAccount", to_checksum_address(account)))
+            if not did:
+                return to_checksum_address(account)
+            self._dids[key] = did
+        return did
+
+    def _events_of_logs(self, logs: Sequence[Any]) -> list[Event]:
+        out = []
+        for lg in logs:
+            if str(lg["address"]).lower() != self._address.lower() or not lg["topics"]:
+                continue
+            found = self._topics.get(bytes(lg["topics"][0]))
+            if found is None:
+                continue
+            abi, kind = found
+            decoded = get_event_data(self._w3.codec, abi, lg)
+            args = {k: _jsonable(v) for k, v in decoded["args"].items()}
+            field = _SUBJECT_FIELD.get(kind)
+            out.append(
+                Event(
+                    kind=kind,
+                    block=int(lg["blockNumber"]),
+                    tx_hash="0x" + bytes(lg["transactionHash"]).hex(),
+                    log_index=int(lg["logIndex"]),
+                    timestamp=int(args.pop("timestamp")),
+                    member=self._did_of(str(args.pop("by"))),
+                    commitment=None if field is None else str(args[field]),
+                    data=args,
+                )
+            )
+        return out
+
+    def sync(self) -> int:
+        head = self._chain.head()
+        height = self._index.height
+        first = self._deploy_block if height is None else height + 1
+        if first <= head:
+            logs = self._chain.logs(self._address, first, head)
+            added = self._index.add(self._events_of_logs(logs), height=head)
+            log.debug("indexed %s new events up to block %s", added, head)
+        return head
+
+    def events(
+        self,
+        kind: EventKind | str | None = None,
+        *,
+        member: str | None = None,
+        since: int | None = None,
+        until: int | None = None,
+        commitment: bytes | str | None = None,
+        offset: int = 0,
+        limit: int | None = None,
+    ) -> list[Event]:
+        self.sync()
+        return self._index.query(
+            _kind(kind), member, since, until, _subject(commitment), offset, limit
+        )
+
+    def count_events(
+        self,
+        kind: EventKind | str | None = None,
+        *,
+        member: str | None = None,
+        since: int | None = None,
+        until: int | None = None,
+        commitment: bytes | str | None = None,
+    ) -> int:
+        self.sync()
+        return self._index.count(_kind(kind), member, since, until, _subject(commitment))
+
+    def close(self) -> None:
+        if self._owns_index:
+            self._index.close()
+        if isinstance(self._chain, EmbeddedChain):
+            release_embedded(self._chain)
+        else:
+            self._chain.close()
+
+
+def _kind(kind: EventKind | str | None) -> EventKind | None:
+    if kind is None:
+        return None
+    try:
+        return EventKind(kind)
+    except ValueError:
+        raise LedgerConfigError(
+            f"kind: expected one of {', '.join(EventKind)}, got {kind!r}"
+        ) from None
+
+
+def _subject(commitment: bytes | str | None) -> str | None:
+    if commitment is None:
+        return None
+    return "0x" + parse_commitment(commitment).hex()
+
+
+def _check_did(did: str, name: str) -> None:
+    if not isinstance(did, str) or not did.startswith("did:") or len(did) > 512:
+        raise LedgerConfigError(f"{name}: expected a DID string 'did:...', got {did!r}")

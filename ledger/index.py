@@ -1,0 +1,186 @@
+"""The local SQLite index of contract events.
+
+Every event the client sees (from its own receipts or from ``eth_getLogs``
+when syncing) is stored once, keyed by ``(block, log_index)``; re-indexing the
+same logs is a no-op, so sync after a restart, or after the file was deleted,
+is idempotent. Queries use the indexes on kind, member, timestamp and
+commitment and never touch the chain.
+
+Reorganisations are not handled: QBFT (the consortium's consensus) and the
+local backends have immediate finality, so a mined block never changes.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ledger.api import Event, EventKind
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    block INTEGER NOT NULL,
+    log_index INTEGER NOT NULL,
+    tx_hash TEXT NOT NULL,
+    timestamp INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    member TEXT NOT NULL,
+    commitment TEXT,
+    data TEXT NOT NULL,
+    PRIMARY KEY (block, log_index)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS events_kind ON events (kind, block, log_index);
+CREATE INDEX IF NOT EXISTS events_member ON events (member, block, log_index);
+CREATE INDEX IF NOT EXISTS events_time ON events (timestamp);
+CREATE INDEX IF NOT EXISTS events_commitment ON events (commitment);
+"""
+
+
+class EventIndex:
+    """A thread-safe SQLite store of events for one contract deployment."""
+
+    def __init__(self, path: Path | None, *, chain_id: int, contract: str) -> None:
+        """Open (or create) the index; reset it if it belongs to another deployment.
+
+        Args:
+            path: the SQLite file, None for an in-memory index.
+            chain_id: the chain's id, recorded to refuse mixing deployments.
+            contract: the federation contract's address.
+        """
+        self._lock = threading.Lock()  # guards every use of _db
+        self._db = sqlite3.connect(
+            ":memory:" if path is None else str(path), check_same_thread=False
+        )
+        self._db.executescript(_SCHEMA)
+        owner = f"{chain_id}:{contract.lower()}"
+        if self._get("owner") not in (None, owner):
+            # A file left by another deployment: start over rather than mix.
+            self._db.execute("DELETE FROM events")
+            self._db.execute("DELETE FROM meta")
+        self._set("owner", owner)
+        self._db.commit()
+
+    def _get(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _set(self, key: str, value: str) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value)
+        )
+
+    @property
+    def height(self) -> int | None:
+        """The last block fully indexed, None before the first sync."""
+        with self._lock:
+            value = self._get("height")
+        return None if value is None else int(value)
+
+    def add(self, events: Iterable[Event], *, height: int | None = None) -> int:
+        """Store events (ignoring ones already there); optionally advance the height.
+
+        Returns how many were new.
+        """
+        rows = [
+            (
+                e.block,
+                e.log_index,
+                e.tx_hash,
+                e.timestamp,
+                str(e.kind),
+                e.member,
+                e.commitment,
+                json.dumps(e.data, sort_keys=True),
+            )
+            for e in events
+        ]
+        with self._lock:
+            before = self._db.total_changes
+            self._db.executemany(
+                "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows
+            )
+            added = self._db.total_changes - before
+            if height is not None:
+                self._set("height", str(height))
+            self._db.commit()
+        return added
+
+    @staticmethod
+    def _where(
+        kind: EventKind | str | None,
+        member: str | None,
+        since: int | None,
+        until: int | None,
+        commitment: str | None,
+    ) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        args: list[Any] = []
+        for column, op, value in (
+            ("kind", "=", None if kind is None else str(kind)),
+            ("member", "=", member),
+            ("timestamp", ">=", since),
+            ("timestamp", "<", until),
+            ("commitment", "=", commitment),
+        ):
+            if value is not None:
+                clauses.append(f"{column} {op} ?")
+                args.append(value)
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+    def query(
+        self,
+        kind: EventKind | str | None = None,
+        member: str | None = None,
+        since: int | None = None,
+        until: int | None = None,
+        commitment: str | None = None,
+        offset: int = 0,
+        limit: int | None = None,
+    ) -> list[Event]:
+        """Matching events, oldest first (see :meth:`ledger.api.Ledger.events`)."""
+        where, args = self._where(kind, member, since, until, commitment)
+        sql = (
+            "SELECT block, log_index, tx_hash, timestamp, kind, member, commitment, "
+            f"data FROM events{where} ORDER BY block, log_index LIMIT ? OFFSET ?"
+        )
+        with self._lock:
+            rows: Sequence[tuple[Any, ...]] = self._db.execute(
+                sql, [*args, -1 if limit is None else limit, offset]
+            ).fetchall()
+        return [
+            Event(
+                kind=EventKind(r[4]),
+                block=r[0],
+                tx_hash=r[2],
+                log_index=r[1],
+                timestamp=r[3],
+                member=r[5],
+                commitment=r[6],
+                data=json.loads(r[7]),
+            )
+            for r in rows
+        ]
+
+    def count(
+        self,
+        kind: EventKind | str | None = None,
+        member: str | None = None,
+        since: int | None = None,
+        until: int | None = None,
+        commitment: str | None = None,
+    ) -> int:
+        """How many events match."""
+        where, args = self._where(kind, member, since, until, commitment)
+        with self._lock:
+            row = self._db.execute(f"SELECT COUNT(*) FROM events{where}", args).fetchone()
+        return int(row[0])
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            self._db.close()
