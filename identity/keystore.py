@@ -76,12 +76,19 @@ class Keystore:
         passphrase: str,
         *,
         signing_key: SigningKey | None = None,
-        scrypt_n: int = SCRYPT_N,
+        scrypt_n: int | None = None,
     ) -> Keystore:
         """Create a keystore folder with a new (or the given) signing key.
 
+        Args:
+            path: the keystore folder (created if absent).
+            passphrase: the secret the key is sealed under.
+            signing_key: the key to keep (default: a new one).
+            scrypt_n: scrypt cost (default ``SCRYPT_N``; lower only in tests).
+
         Raises KeystoreExists if ``path`` already holds a keystore.
         """
+        scrypt_n = scrypt_n or SCRYPT_N
         folder = Path(path)
         if (folder / KEY_FILE).exists():
             raise KeystoreExists(f"{folder} already holds a keystore")
