@@ -47,9 +47,10 @@ _NODE_SCRIPT = (
 
 def solc_available(repo_root: Path = REPO_ROOT) -> bool:
     """True if ``node`` and ``node_modules/solc`` are there to compile with."""
-    return shutil.which("node") is not None and (
-        repo_root / "node_modules" / "solc" / "package.json"
-    ).is_file()
+    return (
+        shutil.which("node") is not None
+        and (repo_root / "node_modules" / "solc" / "package.json").is_file()
+    )
 
 
 def compile_sources(repo_root: Path = REPO_ROOT) -> dict[str, dict[str, Any]]:

@@ -185,7 +185,7 @@ class Ledger(abc.ABC):
     def threshold(self) -> int:
         """k: votes of current members needed to admit or remove a member."""
 
-    # ----- membership writes ---------------------------------------------------------
+    # ----- membership writes -------------------------------------------------------
 
     @abc.abstractmethod
     def propose_member(
@@ -212,7 +212,7 @@ class Ledger(abc.ABC):
         Returns the receipt (None inside a batch).
         """
 
-    # ----- registry writes -----------------------------------------------------------
+    # ----- registry writes ---------------------------------------------------------
 
     @abc.abstractmethod
     def record_attestation(
@@ -263,7 +263,7 @@ class Ledger(abc.ABC):
         parents: Sequence[bytes],
         contributors: Sequence[str],
     ) -> TxReceipt | None:
-        """Record a model's provenance: round, digest, parent digests, contributor DIDs."""
+        """Record a model's provenance: round, digest, parents, contributor DIDs."""
 
     @abc.abstractmethod
     def publish_offer(
@@ -279,7 +279,7 @@ class Ledger(abc.ABC):
     def publish_status_list(self, issuer_did: str, digest: bytes) -> TxReceipt | None:
         """Publish the digest of ``issuer_did``'s current Bitstring Status List."""
 
-    # ----- batching ------------------------------------------------------------------
+    # ----- batching ----------------------------------------------------------------
 
     @abc.abstractmethod
     def batch(self) -> contextlib.AbstractContextManager[list[TxReceipt]]:
@@ -308,7 +308,7 @@ class Ledger(abc.ABC):
     def flush(self) -> list[TxReceipt]:
         """Send every queued write again and wait for their receipts."""
 
-    # ----- reads ---------------------------------------------------------------------
+    # ----- reads -------------------------------------------------------------------
 
     @abc.abstractmethod
     def members(self, *, include_removed: bool = False) -> list[Member]:
@@ -389,7 +389,7 @@ class Ledger(abc.ABC):
 
     @abc.abstractmethod
     def close(self) -> None:
-        """Release the chain connection and the index (persisting the embedded chain)."""
+        """Release the chain connection and the index (the journal is already saved)."""
 
     def __enter__(self) -> Ledger:
         return self

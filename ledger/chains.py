@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sqlite3
@@ -25,7 +26,7 @@ from typing import Any, TypeVar
 
 import requests
 from eth_account import Account
-from eth_utils import keccak
+from eth_utils.crypto import keccak
 from web3 import EthereumTesterProvider, HTTPProvider, Web3
 from web3.exceptions import ProviderConnectionError, TransactionNotFound, Web3RPCError
 
@@ -81,14 +82,14 @@ class EmbeddedChain(Chain):
 
     def __init__(self, folder: Path) -> None:
         """Open (creating if needed) the chain in ``folder`` and replay its journal."""
-        from eth_keys import keys
+        from eth_keys.datatypes import PrivateKey
         from eth_tester import EthereumTester, PyEVMBackend
 
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
         self.lock = threading.RLock()  # serialises every write and the journal
         self.refs = 0  # open Ledger handles using this chain (see registry)
-        faucet = keys.PrivateKey(FAUCET_KEY).public_key.to_canonical_address()
+        faucet = PrivateKey(FAUCET_KEY).public_key.to_canonical_address()
         params = PyEVMBackend.generate_genesis_params(
             overrides={"timestamp": GENESIS_TIMESTAMP, "gas_limit": 30_000_000}
         )
@@ -104,7 +105,8 @@ class EmbeddedChain(Chain):
         )
         self._journal.execute(
             "CREATE TABLE IF NOT EXISTS blocks "
-            "(number INTEGER PRIMARY KEY, timestamp INTEGER NOT NULL, raw BLOB NOT NULL)"
+            "(number INTEGER PRIMARY KEY, timestamp INTEGER NOT NULL, "
+            "raw BLOB NOT NULL)"
         )
         # tx hash of each journaled block, index = block number - 1
         self._hashes: list[str] = []
@@ -115,7 +117,9 @@ class EmbeddedChain(Chain):
         ).fetchall()
         for number, ts, raw in rows:
             if number != len(self._hashes) + 1:
-                raise LedgerConfigError(f"{folder}/chain.sqlite: block {number} missing")
+                raise LedgerConfigError(
+                    f"{folder}/chain.sqlite: block {number} missing"
+                )
             self._mine(bytes(raw), int(ts))
         if rows:
             log.info(
@@ -150,9 +154,12 @@ class EmbeddedChain(Chain):
                         hashes.append(self._mine(raw, ts))
                     except ValidationError as exc:
                         # Invalid nonce, fee or signature: nothing was mined.
-                        raise LedgerError(f"transaction refused by the chain: {exc}") from exc
+                        raise LedgerError(
+                            f"transaction refused by the chain: {exc}"
+                        ) from exc
                     self._journal.execute(
-                        "INSERT INTO blocks VALUES (?, ?, ?)", (len(self._hashes), ts, raw)
+                        "INSERT INTO blocks VALUES (?, ?, ?)",
+                        (len(self._hashes), ts, raw),
                     )
             finally:
                 self._journal.commit()
@@ -172,7 +179,9 @@ class EmbeddedChain(Chain):
         for number in range(max(first, 1), min(last, self.head()) + 1):
             rcpt = self.receipt(self._hashes[number - 1])
             out.extend(
-                dict(lg) for lg in rcpt["logs"] if lg["address"].lower() == address.lower()
+                dict(lg)
+                for lg in rcpt["logs"]
+                if lg["address"].lower() == address.lower()
             )
         return out
 
@@ -273,7 +282,9 @@ class RpcChain(Chain):
             try:
                 return call()
             except _CONNECTION_ERRORS as exc:
-                log.debug("%s to %s failed (attempt %s): %s", what, self.url, attempt, exc)
+                log.debug(
+                    "%s to %s failed (attempt %s): %s", what, self.url, attempt, exc
+                )
                 if attempt == self.retries:
                     raise LedgerUnreachable(
                         f"ledger endpoint {self.url} unreachable ({what}) after "
@@ -288,12 +299,17 @@ class RpcChain(Chain):
         for raw in raws:
             tx_hash = "0x" + keccak(raw).hex()
             try:
-                self.retry("eth_sendRawTransaction", lambda r=raw: self.w3.eth.send_raw_transaction(r))  # type: ignore[misc]
+                self.retry(
+                    "eth_sendRawTransaction",
+                    functools.partial(self.w3.eth.send_raw_transaction, raw),
+                )
             except Web3RPCError as exc:
                 # Sent before a dropped connection: the node already has it.
                 text = str(exc).lower()
                 if "already known" not in text and "nonce too low" not in text:
-                    raise LedgerError(f"transaction refused by {self.url}: {exc}") from exc
+                    raise LedgerError(
+                        f"transaction refused by {self.url}: {exc}"
+                    ) from exc
             hashes.append(tx_hash)
         return hashes
 
@@ -324,11 +340,9 @@ class RpcChain(Chain):
         step = 5000  # many providers cap the block range of one eth_getLogs
         for start in range(first, last + 1, step):
             end = min(start + step - 1, last)
+            query: Any = {"address": address, "fromBlock": start, "toBlock": end}
             got = self.retry(
-                "eth_getLogs",
-                lambda s=start, e=end: self.w3.eth.get_logs(  # type: ignore[misc]
-                    {"address": address, "fromBlock": s, "toBlock": e}
-                ),
+                "eth_getLogs", functools.partial(self.w3.eth.get_logs, query)
             )
             out.extend(dict(lg) for lg in got)
         return out

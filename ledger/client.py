@@ -17,9 +17,11 @@ from typing import Any
 
 from eth_account import Account
 from eth_tester.exceptions import TransactionFailed
-from eth_utils import event_abi_to_log_topic, to_checksum_address
+from eth_utils.abi import event_abi_to_log_topic
+from eth_utils.address import to_checksum_address
 from web3._utils.events import get_event_data
 from web3.exceptions import ContractLogicError, Web3RPCError
+from web3.types import TxParams
 
 from contracts.build import load_artifact
 from ledger.api import Event, EventKind, Ledger, Member, OfferKind, Proposal, TxReceipt
@@ -139,7 +141,9 @@ class Web3Ledger(Ledger):
         self._chain = chain
         self._w3 = chain.w3
         self._address = to_checksum_address(contract_address)
-        self._contract = self._w3.eth.contract(address=self._address, abi=artifact["abi"])
+        self._contract = self._w3.eth.contract(
+            address=self._address, abi=artifact["abi"]
+        )
         self._index = index
         self._owns_index = owns_index
         self._deploy_block = deploy_block
@@ -152,8 +156,10 @@ class Web3Ledger(Ledger):
         self._dids: dict[str, str] = {}  # account (lower) -> member DID cache
         # eth-tester charges a call's gas to its sender, so calls on the
         # embedded chain come from the funded faucet; JSON-RPC nodes do not.
-        self._call_from: dict[str, Any] = (
-            {"from": faucet_account()} if isinstance(chain, EmbeddedChain) else {}
+        self._call_from: TxParams = (
+            {"from": to_checksum_address(faucet_account())}
+            if isinstance(chain, EmbeddedChain)
+            else {}
         )
         self._topics = {
             event_abi_to_log_topic(abi): (abi, _KINDS[abi["name"]])
@@ -161,7 +167,9 @@ class Web3Ledger(Ledger):
             if abi["type"] == "event"
         }
         try:
-            self._threshold = int(self._contract.functions.threshold().call(self._call_from))
+            self._threshold = int(
+                self._contract.functions.threshold().call(self._call_from)
+            )
         except (ContractLogicError, Web3RPCError, TransactionFailed) as exc:
             raise LedgerConfigError(
                 f"no federation contract at {self._address}: {exc}"
@@ -173,7 +181,7 @@ class Web3Ledger(Ledger):
                 ) from exc
             raise
 
-    # ----- properties ----------------------------------------------------------------
+    # ----- properties --------------------------------------------------------------
 
     @property
     def account(self) -> str | None:
@@ -192,7 +200,7 @@ class Web3Ledger(Ledger):
         with self._lock:
             return len(self._queue)
 
-    # ----- sending ---------------------------------------------------------------------
+    # ----- sending -----------------------------------------------------------------
 
     def _fee_fields(self) -> dict[str, int]:
         if self._fees is not None:
@@ -319,7 +327,7 @@ class Web3Ledger(Ledger):
                 self._batch = None
                 self._fees = None
 
-    # ----- membership writes ---------------------------------------------------------
+    # ----- membership writes -------------------------------------------------------
 
     @staticmethod
     def _proposal_id(receipt: TxReceipt | None) -> int | None:
@@ -330,7 +338,9 @@ class Web3Ledger(Ledger):
                 return int(event.data["proposalId"])
         raise LedgerError("proposal transaction emitted no MemberProposed event")
 
-    def propose_member(self, did: str, account: str, roles: Sequence[str]) -> int | None:
+    def propose_member(
+        self, did: str, account: str, roles: Sequence[str]
+    ) -> int | None:
         _check_did(did, "did")
         try:
             checksummed = to_checksum_address(account)
@@ -349,7 +359,7 @@ class Web3Ledger(Ledger):
     def vote(self, proposal_id: int) -> TxReceipt | None:
         return self._send("vote", self._contract.functions.vote(int(proposal_id)))
 
-    # ----- registry writes -----------------------------------------------------------
+    # ----- registry writes ---------------------------------------------------------
 
     def record_attestation(
         self,
@@ -374,8 +384,12 @@ class Web3Ledger(Ledger):
         if not 0 <= int(purpose) <= 0xFFFF:
             raise MalformedDigest(f"purpose: expected 0..65535, got {purpose}")
         if not 0 <= int(expiry) < 2**64:
-            raise MalformedDigest(f"expiry: expected seconds since the epoch, got {expiry}")
-        call = self._contract.functions.registerConsent(value, int(purpose), int(expiry))
+            raise MalformedDigest(
+                f"expiry: expected seconds since the epoch, got {expiry}"
+            )
+        call = self._contract.functions.registerConsent(
+            value, int(purpose), int(expiry)
+        )
         return self._send("registerConsent", call)
 
     def withdraw_consent(self, commitment: bytes) -> TxReceipt | None:
@@ -402,7 +416,9 @@ class Web3Ledger(Ledger):
         contributors: Sequence[str],
     ) -> TxReceipt | None:
         if not 0 <= int(round) < 2**64:
-            raise MalformedDigest(f"round: expected a non-negative integer, got {round}")
+            raise MalformedDigest(
+                f"round: expected a non-negative integer, got {round}"
+            )
         for did in contributors:
             _check_did(did, "contributors")
         call = self._contract.functions.recordModel(
@@ -419,7 +435,9 @@ class Web3Ledger(Ledger):
         try:
             kind = OfferKind(kind)
         except ValueError as exc:
-            raise LedgerConfigError(f"kind: expected an OfferKind, got {kind!r}") from exc
+            raise LedgerConfigError(
+                f"kind: expected an OfferKind, got {kind!r}"
+            ) from exc
         call = self._contract.functions.publishOffer(
             parse_commitment(offer_id, "offer_id"),
             int(kind),
@@ -429,7 +447,9 @@ class Web3Ledger(Ledger):
         return self._send("publishOffer", call)
 
     def withdraw_offer(self, offer_id: bytes) -> TxReceipt | None:
-        call = self._contract.functions.withdrawOffer(parse_commitment(offer_id, "offer_id"))
+        call = self._contract.functions.withdrawOffer(
+            parse_commitment(offer_id, "offer_id")
+        )
         return self._send("withdrawOffer", call)
 
     def publish_status_list(self, issuer_did: str, digest: bytes) -> TxReceipt | None:
@@ -439,7 +459,7 @@ class Web3Ledger(Ledger):
         )
         return self._send("publishStatusList", call)
 
-    # ----- reads ---------------------------------------------------------------------
+    # ----- reads -------------------------------------------------------------------
 
     def _call(self, name: str, *args: Any) -> Any:
         try:
@@ -452,7 +472,9 @@ class Web3Ledger(Ledger):
 
     def _member_at(self, i: int) -> Member:
         did, account, roles, admitted_at, removed = self._call("memberAt", i)
-        return Member(str(did), str(account), tuple(roles), int(admitted_at), bool(removed))
+        return Member(
+            str(did), str(account), tuple(roles), int(admitted_at), bool(removed)
+        )
 
     def members(self, *, include_removed: bool = False) -> list[Member]:
         total = int(self._call("memberTotal"))
@@ -495,7 +517,7 @@ class Web3Ledger(Ledger):
         digest = bytes(self._call("statusListOf", issuer_did))
         return None if digest == bytes(32) else digest
 
-    # ----- index ---------------------------------------------------------------------
+    # ----- index -------------------------------------------------------------------
 
     def _did_of(self, account: str) -> str:
         key = account.lower()
@@ -569,7 +591,9 @@ class Web3Ledger(Ledger):
         commitment: bytes | str | None = None,
     ) -> int:
         self.sync()
-        return self._index.count(_kind(kind), member, since, until, _subject(commitment))
+        return self._index.count(
+            _kind(kind), member, since, until, _subject(commitment)
+        )
 
     def close(self) -> None:
         if self._owns_index:

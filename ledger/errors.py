@@ -4,7 +4,7 @@
     └── LedgerError                 anything the ledger reports
         ├── LedgerUnreachable       the JSON-RPC endpoint did not answer (after retries)
         ├── TransactionReverted     the contract refused a transaction (``.reason``)
-        ├── MalformedDigest         a digest/commitment/id is not 32 bytes (also BadInput)
+        ├── MalformedDigest         a digest or id is not 32 bytes (also BadInput)
         ├── LedgerConfigError       a ledger folder, URL or deployment is unusable
         └── ContractArtifactError   compiled contract artifacts are missing or stale
 

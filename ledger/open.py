@@ -1,4 +1,4 @@
-"""Opening and deploying a federation ledger: :func:`open_ledger`, :func:`deploy_federation`."""
+"""Opening a federation ledger (:func:`open_ledger`) and deploying one."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from eth_account import Account
-from eth_utils import to_checksum_address
+from eth_utils.address import to_checksum_address
 
 from contracts.build import load_artifact
 from ledger.api import Ledger
@@ -131,7 +131,8 @@ def deploy_federation(
         raise LedgerConfigError("founders: expected at least one founding member")
     if not 1 <= threshold <= len(founders):
         raise LedgerConfigError(
-            f"threshold: expected 1..{len(founders)} (number of founders), got {threshold}"
+            f"threshold: expected 1..{len(founders)} (the number of founders), "
+            f"got {threshold}"
         )
     dids = [str(f[0]) for f in founders]
     try:
@@ -150,7 +151,9 @@ def deploy_federation(
         if funder is not None:
             _fund(chain, funder, deployer.address)
         artifact = load_artifact("Federation")
-        factory = chain.w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+        factory = chain.w3.eth.contract(
+            abi=artifact["abi"], bytecode=artifact["bytecode"]
+        )
         ctor = factory.constructor(dids, accounts, roles, threshold)
         try:
             gas = int(ctor.estimate_gas({"from": deployer.address}) * 1.2)
@@ -173,7 +176,9 @@ def deploy_federation(
                 "maxPriorityFeePerGas": tip,
             }
         )
-        (tx_hash,) = chain.submit([bytes(deployer.sign_transaction(tx).raw_transaction)])
+        (tx_hash,) = chain.submit(
+            [bytes(deployer.sign_transaction(tx).raw_transaction)]
+        )
         receipt = chain.receipt(tx_hash)
         if int(receipt["status"]) != 1:
             raise TransactionReverted("deployment failed", operation="deploy")
@@ -181,7 +186,9 @@ def deploy_federation(
         block = int(receipt["blockNumber"])
         log.info("federation deployed at %s (block %s)", address, block)
         if isinstance(chain, EmbeddedChain):
-            write_meta(chain.folder, {"contract_address": address, "deploy_block": block})
+            write_meta(
+                chain.folder, {"contract_address": address, "deploy_block": block}
+            )
     except BaseException:
         _release(chain)
         raise
@@ -257,7 +264,9 @@ def open_ledger(
                         _fund(chain, funder, account_address(account_key))
                 else:
                     _fund(chain, funder, account_address(account_key))
-        index = EventIndex(index_path, chain_id=chain.chain_id, contract=contract_address)
+        index = EventIndex(
+            index_path, chain_id=chain.chain_id, contract=contract_address
+        )
         return Web3Ledger(
             chain,
             contract_address,

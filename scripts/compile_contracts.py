@@ -14,7 +14,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from contracts.build import ARTIFACT_DIR, artifact_text, compile_sources, write_artifacts
+from contracts.build import (
+    ARTIFACT_DIR,
+    artifact_text,
+    compile_sources,
+    write_artifacts,
+)
 
 
 def main() -> int:
