@@ -35,7 +35,7 @@ LIST_ID = "https://issuer.example/status/7"
 
 @pytest.fixture(scope="module")
 def contexts_map(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("ctx") / "contexts.json"
+    path: Path = tmp_path_factory.mktemp("ctx") / "contexts.json"
     mapping = {url: str(CONTEXTS_DIR / name) for url, name in CONTEXT_FILES.items()}
     path.write_text(json.dumps(mapping))
     return path
