@@ -50,7 +50,11 @@ CREDENTIAL_TAMPERS = [
     ("claim changed", _set(["credentialSubject", "role"], "surgeon"), "signature"),
     ("subject changed", _set(["credentialSubject", "id"], OTHER.did), "signature"),
     ("validUntil moved", _set(["validUntil"], "2099-01-01T00:00:00Z"), "signature"),
-    ("type added", _set(["type"], ["VerifiableCredential", "AdminCredential"]), ""),
+    (
+        "type added",
+        _set(["type"], ["VerifiableCredential", "AdminCredential"]),
+        "signature",
+    ),
     ("proof value", _set(["proof", "proofValue"], "z" + "1" * 86), "signature"),
     ("suite", _set(["proof", "cryptosuite"], "ecdsa-rdfc-2019"), "unsupported"),
     ("proof type", _set(["proof", "type"], "Ed25519Signature2020"), "unsupported"),
@@ -205,3 +209,12 @@ def test_added_undefined_claim_is_not_silently_dropped(issuer, holder):
     errors = verify_credential(vc, now=NOW).errors
     assert len(errors) == 1 and "not defined by any context" in errors[0]
     assert errors[0].startswith("signature")
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_unknown_context_inside_embedded_context_is_refused(issuer, holder, suite):
+    vc = clinician_credential(issuer, holder, suite=suite)
+    vc["credentialSubject"]["@context"] = ["https://evil.example/ctx"]
+    errors = verify_credential(vc, now=NOW).errors
+    assert errors and errors[0].startswith("unknown context")
+    assert "https://evil.example/ctx" in errors[0]
