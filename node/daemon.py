@@ -440,7 +440,14 @@ class SiteNode:
                 logger.info("%s listening on %s", self.did, self.addresses)
                 self.started.set()
                 task_status.started()
-                await trio.sleep_forever()
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    # Close connections before the services stop, or their
+                    # sockets are left to the garbage collector.
+                    with trio.CancelScope(shield=True), trio.move_on_after(5):
+                        await self.host.close()
+                    nursery.cancel_scope.cancel()
         finally:
             self._pubsub = None
             with trio.CancelScope(shield=True):
@@ -750,10 +757,14 @@ class SiteNode:
             result = await trio.to_thread.run_sync(model_digest, merged)
             if header.get("result") != result.hex():
                 raise ProtocolViolation(f"{peer_did}: averages differ; not committing")
-        await framed.send({"type": Phase.COMMIT})
-        await framed.receive(Phase.ACK)
+        await self._commit(framed)
         their_digest = await trio.to_thread.run_sync(model_digest, theirs)
         return merged, [model.digest, their_digest]
+
+    async def _commit(self, framed: FramedStream) -> None:
+        """Phase two: tell the responder to apply, wait for its ack."""
+        await framed.send({"type": Phase.COMMIT})
+        await framed.receive(Phase.ACK)
 
     async def rpc_average(self, stream: INetStream) -> None:
         """Serve one averaging request (see the module docstring's phases)."""

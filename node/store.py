@@ -14,14 +14,16 @@ resumes from the newest round whose file loads.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sqlite3
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import sqlite_utils
 import torch
@@ -32,6 +34,7 @@ from node.errors import StoreCorrupt
 
 logger = logging.getLogger(__name__)
 
+_F = TypeVar("_F", bound=Callable[..., Any])
 KEEP_CHECKPOINTS = 3  # older checkpoint files are deleted (their rows stay)
 
 
@@ -53,6 +56,17 @@ class Checkpoint:
     digest: bytes
 
 
+def _locked(method: _F) -> _F:
+    """Run a store method under the store's lock."""
+
+    @functools.wraps(method)
+    def wrapper(self: SiteStore, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return cast(_F, wrapper)
+
+
 class SiteStore:
     """Rounds, peers and checkpoints of one site (one process, one caller at a time).
 
@@ -65,6 +79,8 @@ class SiteStore:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.checkpoints = self.folder / "checkpoints"
         self.checkpoints.mkdir(exist_ok=True)
+        # _lock: one SQLite user at a time (the trio thread or a worker).
+        self._lock = threading.RLock()
         try:
             # The daemon calls the store from one worker thread at a time
             # (a limiter of 1), not always the thread that opened it.
@@ -103,6 +119,7 @@ class SiteStore:
     def checkpoint_path(self, round_: int) -> Path:
         return self.checkpoints / f"round-{round_:06d}.safetensors"
 
+    @_locked
     def save_checkpoint(
         self,
         round_: int,
@@ -139,6 +156,7 @@ class SiteStore:
             if number <= newest - KEEP_CHECKPOINTS:
                 path.unlink(missing_ok=True)
 
+    @_locked
     def latest_checkpoint(
         self, reference: Mapping[str, torch.Tensor] | None = None
     ) -> Checkpoint | None:
@@ -161,20 +179,24 @@ class SiteStore:
             )
         return None
 
+    @_locked
     def rounds(self) -> list[dict[str, Any]]:
         """Every round's row, oldest first (JSON-friendly)."""
         return list(self.db.query("select * from rounds order by round"))
 
+    @_locked
     def unrecorded_rounds(self) -> list[dict[str, Any]]:
         """Rounds not yet written to the ledger, oldest first."""
         return list(
             self.db.query("select * from rounds where recorded = 0 order by round")
         )
 
+    @_locked
     def mark_recorded(self, round_: int) -> None:
         with self.db.conn:
             self.db.table("rounds").update(round_, {"recorded": 1})
 
+    @_locked
     def note_peer(self, peer_id: str, did: str, admitted: bool) -> None:
         row = {
             "peer_id": peer_id,
@@ -185,13 +207,16 @@ class SiteStore:
         with self.db.conn:
             self.db.table("peers").upsert(row, pk="peer_id")
 
+    @_locked
     def note_refusal(self, did: str, reason: str) -> None:
         with self.db.conn:
             row = {"did": did, "reason": reason, "at": time.time()}
             self.db.table("refusals").insert(row)
 
+    @_locked
     def refusals(self) -> list[dict[str, Any]]:
         return list(self.db.query("select did, reason, at from refusals order by id"))
 
+    @_locked
     def close(self) -> None:
         self.db.close()

@@ -1,0 +1,18 @@
+import gc
+import warnings
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _collect_libp2p_sockets():
+    """Collect sockets py-libp2p 0.8.1 sometimes leaves unclosed at host shutdown.
+
+    The leak is inside the library (a dial still in flight when its swarm is
+    closed); collecting here, with its ResourceWarning silenced, keeps it from
+    surfacing as an unraisable exception in a later, unrelated test.
+    """
+    yield
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
