@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -46,16 +47,16 @@ class Federation:
     issuer: SigningKey
     status_list: StatusList
     ledger: MemoryLedger
-    status_vc: dict = field(default_factory=dict)
+    status_vc: dict[str, Any] = field(default_factory=dict)
     keys: list[SigningKey] = field(default_factory=list)
-    credentials: list[dict] = field(default_factory=list)
+    credentials: list[dict[str, Any]] = field(default_factory=list)
     indexes: list[int] = field(default_factory=list)
 
     def publish_status(self) -> None:
         self.status_vc = self.status_list.to_credential(self.issuer, cryptosuite=JCS)
         self.ledger.status_digests[self.issuer.did] = status_list_digest(self.status_vc)
 
-    def status_lists(self) -> list[dict]:
+    def status_lists(self) -> list[dict[str, Any]]:
         return [self.status_vc]
 
     def add_site(self, *, admit: bool = True) -> int:

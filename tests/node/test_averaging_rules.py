@@ -27,11 +27,16 @@ def _state(seed: int, scale: float = 1.0) -> dict[str, torch.Tensor]:
     }
 
 
-def _weighted_sum(states, counts):
-    return {
-        name: sum(s[name].double() * n for s, n in zip(states, counts, strict=True))
-        for name in ("conv.weight", "conv.bias")
-    }
+def _weighted_sum(
+    states: list[dict[str, torch.Tensor]], counts: list[float]
+) -> dict[str, torch.Tensor]:
+    out = {}
+    for name in ("conv.weight", "conv.bias"):
+        total = torch.zeros_like(states[0][name], dtype=torch.float64)
+        for state, n in zip(states, counts, strict=True):
+            total += state[name].double() * n
+        out[name] = total
+    return out
 
 
 def test_pair_average_preserves_weighted_sum_and_matches_formula():

@@ -1,11 +1,14 @@
 """A site killed in the middle of an exchange corrupts no one and resumes."""
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 import trio
 
 from node.daemon import SiteNode
 from node.errors import NodeError, PeerUnreachable
-from tests.node.federation import make_federation, small_state
+from tests.node.federation import Federation, make_federation, small_state
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +43,9 @@ async def _run_killable(node, task_status=trio.TASK_STATUS_IGNORED):
         await node.run(task_status=task_status)
 
 
-def _node(cls, fed, site, tmp_path, seed):
+def _node(
+    cls: type[SiteNode], fed: Federation, site: int, tmp_path: Path, seed: int
+) -> Any:
     base = fed.node(site, tmp_path, small_state(seed), 5.0)
     return cls(
         base.key,

@@ -5,6 +5,7 @@ import hashlib
 import json
 import math
 import struct
+from typing import Any
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ import trio
 from safetensors.torch import save as st_save
 
 from node.auth import Action, authenticate_initiator
-from node.daemon import AVERAGE_PROTOCOL
+from node.daemon import AVERAGE_PROTOCOL, SiteNode
 from node.errors import PeerRefused
 from node.wire import FramedStream, Limits
 from tests.node.federation import make_federation, small_state
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.slow
 class ReplayingAuthorizer:
     """Answers every challenge with the first presentation it ever made."""
 
-    def __init__(self, inner):
+    def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.recorded = None
 
@@ -36,12 +37,12 @@ class ReplayingAuthorizer:
         return await self.inner.authorize(peer_did, presentation, **kwargs)
 
 
-async def _start(nursery, *nodes):
+async def _start(nursery: trio.Nursery, *nodes: SiteNode) -> None:
     for node in nodes:
         await nursery.start(node.run)
 
 
-async def _refusal_reasons(node, count):
+async def _refusal_reasons(node: SiteNode, count: int) -> list[str]:
     with trio.fail_after(5):
         while len(node.store.refusals()) < count:
             await trio.sleep(0.02)
@@ -112,12 +113,12 @@ async def test_presenting_another_sites_credential_is_refused(tmp_path):
     assert "holder is not the DID of its peer key" in reasons[0]
 
 
-def _frame(header: dict) -> bytes:
+def _frame(header: dict[str, Any]) -> bytes:
     raw = json.dumps(header).encode()
     return struct.pack(">I", len(raw)) + raw
 
 
-def _payload_message(payload: bytes, **overrides) -> bytes:
+def _payload_message(payload: bytes, **overrides: Any) -> bytes:
     header = {
         "v": 1,
         "type": "offer",
@@ -130,7 +131,7 @@ def _payload_message(payload: bytes, **overrides) -> bytes:
     return _frame(header) + struct.pack(">I", len(payload)) + payload
 
 
-def _tensors(**changes) -> bytes:
+def _tensors(**changes: torch.Tensor) -> bytes:
     state = small_state(5)
     state.update(changes)
     return bytes(st_save({k: v.contiguous() for k, v in state.items()}))
