@@ -71,7 +71,7 @@ _CSP = (
 
 
 def _static(name: str) -> bytes:
-    return resources.files("ledger.explorer").joinpath("static", name).read_bytes()
+    return resources.files("ledger.explorer").joinpath(name).read_bytes()
 
 
 @dataclass
