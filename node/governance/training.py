@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -97,6 +98,8 @@ class GovernedTrainer:
         self._loss = DiceCELoss(to_onehot_y=True, softmax=True)
         self._optimizer: torch.optim.Optimizer | None = None
         self._dp: _DPState | None = None
+        self._busy = threading.Lock()  # held by the thread running train()
+        self._pending_forget: set[CaseId] = set()  # to drop before the next read
 
     # ----- TrainingProvider --------------------------------------------------
 
@@ -116,6 +119,10 @@ class GovernedTrainer:
         Stops early (returning the state reached) when no consented case is
         left, or when a DP step would exceed the epsilon budget.
         """
+        with self._busy:
+            return self._train(state, steps)
+
+    def _train(self, state: Mapping[str, torch.Tensor], steps: int) -> StateDict:
         self._model.load_state_dict(dict(state))
         self._sync()
         self._save_before_first_use(state)
@@ -136,8 +143,21 @@ class GovernedTrainer:
         return trained
 
     def forget(self, case_id: CaseId) -> None:
-        """Drop a case and its cached voxels from memory at once (erasure)."""
-        self._dataset.remove(case_id)
+        """Drop a case and its cached voxels from memory (withdrawal, erasure).
+
+        At once when no training is running; otherwise the training thread
+        drops it before its next read (the data set is not thread-safe).
+        """
+        self._pending_forget.add(case_id)
+        if self._busy.acquire(blocking=False):
+            try:
+                self._drain_forget()
+            finally:
+                self._busy.release()
+
+    def _drain_forget(self) -> None:
+        while self._pending_forget:
+            self._dataset.remove(self._pending_forget.pop())
 
     # ----- consent -----------------------------------------------------------
 
@@ -166,6 +186,7 @@ class GovernedTrainer:
 
     def _sync(self) -> None:
         """Make the data set hold exactly the consented cases."""
+        self._drain_forget()
         eligible = self._eligible()
         for case_id in self._dataset.case_ids:
             if case_id not in eligible:
