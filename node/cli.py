@@ -14,7 +14,11 @@ from collections.abc import Sequence
 from common.cli import add_common_options, run_command
 
 # Modules that add subcommands, in the order their help is listed.
-SUBCOMMAND_MODULES: list[str] = ["node.cmd_staff", "node.cmd_analyse"]
+SUBCOMMAND_MODULES: list[str] = [
+    "node.cmd_site",
+    "node.cmd_staff",
+    "node.cmd_analyse",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

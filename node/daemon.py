@@ -47,13 +47,14 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import multiaddr
 import torch
@@ -218,6 +219,13 @@ class ModelLedger(Protocol):
     ) -> object: ...
 
 
+@runtime_checkable
+class SyncingLedger(Protocol):
+    """A ledger with a local event index (``ledger.api.Ledger.sync``)."""
+
+    def sync(self) -> int: ...
+
+
 ProtocolHandler = Callable[[FramedStream, AuthenticatedPeer], Awaitable[None]]
 """An extra protocol's handler: the stream after a successful authorization."""
 
@@ -305,6 +313,8 @@ class SiteNode:
         self.peer_announcements: dict[str, dict[str, Any]] = {}  # did -> last
         self.refusals = 0  # how many exchanges this site refused
         self._announced_round = -1  # the last round announced by gossip
+        self.ledger_height: int | None = None  # indexed height at the last sync
+        self._last_sync = -math.inf  # trio time of the last ledger sync
         self.started = trio.Event()
         self._record_wakeup = trio.Event()
         self.host.set_stream_handler(HELLO_PROTOCOL, self._guarded(self.rpc_hello))
@@ -838,27 +848,41 @@ class SiteNode:
             await trio.sleep(period * self._rng.uniform(0.75, 1.25))
             await self.average_once()
 
-    async def _training_loop(self) -> None:
+    async def train_once(
+        self, steps: int, limiter: trio.CapacityLimiter | None = None
+    ) -> None:
+        """Train ``steps`` local steps in a worker thread; the result is the next
+        round (checked, checkpointed, later recorded on the ledger).
+
+        Holds the exchange lock meanwhile, so averaging requests get "busy".
+
+        Args:
+            steps: optimizer steps (nothing happens if <= 0 or no trainer).
+            limiter: bounds concurrent training across sites (default: this
+                site's own limiter of one).
+        """
         trainer = self.trainer
-        assert trainer is not None
+        if trainer is None or steps <= 0:
+            return
+        async with self._exchange_lock:
+            start = self._model.state
+            trained = await trio.to_thread.run_sync(
+                _train_one_thread,
+                trainer,
+                start,
+                steps,
+                limiter=limiter or self._train_limiter,
+            )
+            check_state(trained, self._reference, what="trained weights")
+            await self._apply(
+                trained, kind="train", parents=[self._model.digest], contributors=[]
+            )
+
+    async def _training_loop(self) -> None:
         while True:
-            async with self._exchange_lock:
-                start = self._model.state
-                steps = self.settings.train_steps
-                trained = await trio.to_thread.run_sync(
-                    _train_one_thread,
-                    trainer,
-                    start,
-                    steps,
-                    limiter=self._train_limiter,
-                )
-                check_state(trained, self._reference, what="trained weights")
-                await self._apply(
-                    trained, kind="train", parents=[self._model.digest], contributors=[]
-                )
-            await trio.lowlevel.checkpoint()
-            if self.settings.averaging.period_s > 0:
-                await trio.sleep(self.settings.averaging.period_s / 2)
+            await self.train_once(self.settings.train_steps)
+            # Leave room for neighbours' exchanges between two local epochs.
+            await trio.sleep(max(self.settings.averaging.period_s / 2, 0.1))
 
     async def _maintenance_loop(self) -> None:
         """Check new connections (hello), forget closed ones, write the status."""
@@ -878,8 +902,24 @@ class SiteNode:
                 await self.announce(
                     {"kind": "model", "round": self.round, "digest": self.digest.hex()}
                 )
+            await self._sync_ledger()
             await self._write_status(running=True)
             await trio.sleep(self.settings.maintenance_s)
+
+    async def _sync_ledger(self) -> None:
+        """Index new ledger events every 10 s (for the status's sync height)."""
+        ledger = self.ledger
+        if not isinstance(ledger, SyncingLedger):
+            return
+        if trio.current_time() - self._last_sync < 10.0:
+            return
+        self._last_sync = trio.current_time()
+        try:
+            self.ledger_height = await trio.to_thread.run_sync(
+                ledger.sync, limiter=self._io_limiter
+            )
+        except Exception as exc:  # an unreachable ledger must not stop the site
+            logger.warning("ledger sync failed: %s", exc)
 
     async def _record_loop(self) -> None:
         """Record each new round's model digest on the ledger (provenance).
@@ -956,6 +996,8 @@ class SiteNode:
             "model_digest": self.digest.hex(),
             "n_samples": self.n_samples,
             "refusals": self.refusals,
+            "ledger_height": self.ledger_height,
+            "pid": os.getpid(),
             "robust": self.settings.averaging.robust.value,
             "updated": time.time(),
         }
