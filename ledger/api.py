@@ -296,7 +296,8 @@ class Ledger(abc.ABC):
         ``TransactionReverted`` (the other transactions of the batch stay
         mined); an unreachable endpoint raises ``LedgerUnreachable`` after
         retries and leaves the unsent writes in :attr:`pending`, to be sent by
-        :meth:`flush`.
+        :meth:`flush`. If the body itself raises, its queued writes are
+        dropped, not sent.
         """
 
     @property

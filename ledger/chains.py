@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 import requests
 from eth_account import Account
+from eth_typing import URI
 from eth_utils.crypto import keccak
 from web3 import EthereumTesterProvider, HTTPProvider, Web3
 from web3.exceptions import ProviderConnectionError, TransactionNotFound, Web3RPCError
@@ -248,6 +249,33 @@ _CONNECTION_ERRORS = (
 )
 
 
+class _RetryingProvider(HTTPProvider):
+    """web3's HTTP provider whose every request retries connection failures.
+
+    Why here and not around each call: every read and write, including the
+    ones web3 makes on its own (chain id, fee history), then gets the same
+    retries and the same :class:`LedgerUnreachable` at the end.
+    """
+
+    def __init__(self, chain: RpcChain, url: str, timeout: float) -> None:
+        super().__init__(
+            url, request_kwargs={"timeout": timeout}, exception_retry_configuration=None
+        )
+        self._chain = chain
+
+    def _make_request(self, method: Any, request_data: bytes) -> bytes:
+        post = self._request_session_manager.make_post_request
+        return self._chain.retry(
+            str(method),
+            functools.partial(
+                post,
+                URI(str(self.endpoint_uri)),
+                request_data,
+                **self.get_request_kwargs(),
+            ),
+        )
+
+
 class RpcChain(Chain):
     """A JSON-RPC endpoint, with retries and exponential backoff."""
 
@@ -268,8 +296,8 @@ class RpcChain(Chain):
         self.url = url
         self.retries = retries
         self.backoff = backoff
-        self.w3 = Web3(HTTPProvider(url, request_kwargs={"timeout": timeout}))
-        self.chain_id = int(self.retry("eth_chainId", lambda: self.w3.eth.chain_id))
+        self.w3 = Web3(_RetryingProvider(self, url, timeout))
+        self.chain_id = int(self.w3.eth.chain_id)
 
     def retry(self, what: str, call: Callable[[], T]) -> T:
         """Run ``call``, retrying connection failures with exponential backoff.
@@ -299,10 +327,7 @@ class RpcChain(Chain):
         for raw in raws:
             tx_hash = "0x" + keccak(raw).hex()
             try:
-                self.retry(
-                    "eth_sendRawTransaction",
-                    functools.partial(self.w3.eth.send_raw_transaction, raw),
-                )
+                self.w3.eth.send_raw_transaction(raw)
             except Web3RPCError as exc:
                 # Sent before a dropped connection: the node already has it.
                 text = str(exc).lower()
@@ -318,12 +343,7 @@ class RpcChain(Chain):
         delay = 0.005
         while True:
             try:
-                return dict(
-                    self.retry(
-                        "eth_getTransactionReceipt",
-                        lambda: self.w3.eth.get_transaction_receipt(tx_hash),  # type: ignore[arg-type]
-                    )
-                )
+                return dict(self.w3.eth.get_transaction_receipt(tx_hash))  # type: ignore[arg-type]
             except TransactionNotFound:
                 if time.monotonic() > deadline:
                     raise LedgerError(
@@ -333,7 +353,7 @@ class RpcChain(Chain):
                 delay = min(delay * 2, 0.5)
 
     def head(self) -> int:
-        return int(self.retry("eth_blockNumber", lambda: self.w3.eth.block_number))
+        return int(self.w3.eth.block_number)
 
     def logs(self, address: str, first: int, last: int) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -341,8 +361,6 @@ class RpcChain(Chain):
         for start in range(first, last + 1, step):
             end = min(start + step - 1, last)
             query: Any = {"address": address, "fromBlock": start, "toBlock": end}
-            got = self.retry(
-                "eth_getLogs", functools.partial(self.w3.eth.get_logs, query)
-            )
+            got = self.w3.eth.get_logs(query)
             out.extend(dict(lg) for lg in got)
         return out

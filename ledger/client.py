@@ -322,6 +322,13 @@ class Web3Ledger(Ledger):
             self._batch = receipts
             try:
                 yield receipts
+            except BaseException:
+                # The body failed: drop its unsent writes, whose nonces are
+                # then void, rather than send them later by surprise.
+                self._queue = [w for w in self._queue if w.tx_hash is not None]
+                self._nonce = None
+                raise
+            else:
                 self.flush()
             finally:
                 self._batch = None

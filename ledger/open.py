@@ -28,10 +28,10 @@ from ledger.index import EventIndex
 
 log = logging.getLogger(__name__)
 
-FUND_BELOW = 10**20
+FUND_BELOW = 10**18
 """Top an account up from the faucet when its balance falls below this (wei)."""
 
-FUND_AMOUNT = 10**24
+FUND_AMOUNT = 10**19
 """Wei sent by the faucet to a new account."""
 
 Founder = tuple[str, str, Sequence[str]]

@@ -47,7 +47,9 @@ def test_admission_takes_k_votes_and_a_second_vote_is_refused(fed):
     new = fed.open(key)
     try:
         new.publish_status_list("did:key:z6MkIssuer", digest("list"))
-        assert fed.a.events(EventKind.STATUS_LIST_PUBLISHED)[0].member == "did:key:z6MkNew"
+        assert (
+            fed.a.events(EventKind.STATUS_LIST_PUBLISHED)[0].member == "did:key:z6MkNew"
+        )
     finally:
         new.close()
 
@@ -160,10 +162,14 @@ def test_batch_sends_many_and_keeps_order(fed):
     with fed.b.batch() as receipts:
         for c in commitments:
             assert fed.b.register_consent(c, 3, 0) is None
-        pid = fed.b.propose_member("did:key:z6MkLate", account_address(new_account_key()), [])
+        pid = fed.b.propose_member(
+            "did:key:z6MkLate", account_address(new_account_key()), []
+        )
         assert pid is None
     assert len(receipts) == 6
-    assert [r.events[0].commitment for r in receipts[:5]] == ["0x" + c.hex() for c in commitments]
+    assert [r.events[0].commitment for r in receipts[:5]] == [
+        "0x" + c.hex() for c in commitments
+    ]
     assert fed.b.pending == 0
     assert all(fed.a.consent_active(c) for c in commitments)
 
