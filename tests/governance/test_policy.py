@@ -101,7 +101,7 @@ def test_invalid_field_is_named(field, value, reason):
 def test_required_attestation_needs_measurements():
     data = raw()
     data["attestation"]["required"] = True
-    with pytest.raises(PolicyInvalid, match="attestation.accepted_measurements"):
+    with pytest.raises(PolicyInvalid, match=r"attestation\.accepted_measurements"):
         parse_policy(tomli_w.dumps(data))
     data["attestation"]["accepted_measurements"] = [GOOD_DIGEST]
     assert parse_policy(tomli_w.dumps(data)).attestation.accepted_measurements == (
