@@ -195,8 +195,8 @@ def cmd_attest(args: argparse.Namespace) -> int:
     print_json(
         {
             "measurement": measurement.digest.hex(),
-            "files": len(measurement.files),
-            **measurement.summary(),
+            "file_count": len(measurement.files),
+            "parts": measurement.summary(),
         }
     )
     return EXIT_OK

@@ -19,7 +19,7 @@ import hashlib
 import json
 import math
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from importlib import resources
@@ -422,3 +422,17 @@ class _Reader:
         if nonempty and not value:
             raise PolicyInvalid(name, "must not be empty", self.source)
         return tuple(value)
+
+
+def with_measurements(policy: Policy, measurements: Sequence[bytes]) -> Policy:
+    """The same policy requiring attestation with ``measurements`` accepted.
+
+    The measured digest of the result does not depend on the list, so a
+    federation can measure once with any list and then publish the real one.
+    """
+    raw = dict(policy.raw)
+    raw["attestation"] = {
+        "required": True,
+        "accepted_measurements": [m.hex() for m in measurements],
+    }
+    return policy_from_dict(raw, source="policy")
