@@ -44,6 +44,7 @@ two-phase commit cannot close this window; FLP/Two Generals).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -360,10 +361,15 @@ class SiteNode:
         kind: str,
         parents: Sequence[bytes],
         contributors: Sequence[str],
+        digest: bytes | None = None,
     ) -> None:
-        """Checkpoint ``state`` as the next round, then make it current."""
+        """Checkpoint ``state`` as the next round, then make it current.
+
+        ``digest`` is ``model_digest(state)`` when the caller already has it.
+        """
         round_ = self._model.round + 1
-        digest = await trio.to_thread.run_sync(model_digest, state)
+        if digest is None:
+            digest = await trio.to_thread.run_sync(model_digest, state)
         await trio.to_thread.run_sync(
             lambda: self.store.save_checkpoint(
                 round_,
@@ -716,7 +722,7 @@ class SiteNode:
             stream = await self._open(peer_id, AVERAGE_PROTOCOL)
             try:
                 with trio.fail_after(self.settings.averaging.step_timeout_s):
-                    merged, parents = await self._initiate(stream, peer_did)
+                    merged, parents, digest = await self._initiate(stream, peer_did)
             except trio.TooSlowError as exc:
                 await _reset(stream)
                 raise PeerUnreachable(f"{peer_did}: exchange timed out") from exc
@@ -729,12 +735,13 @@ class SiteNode:
                 kind="average",
                 parents=parents,
                 contributors=[self.did, peer_did],
+                digest=digest,
             )
             return ExchangeOutcome(peer_did, self.round, self.digest)
 
     async def _initiate(
         self, stream: INetStream, peer_did: str
-    ) -> tuple[StateDict, list[bytes]]:
+    ) -> tuple[StateDict, list[bytes], bytes | None]:
         framed = self._framed(stream)
         await authenticate_initiator(
             framed,
@@ -755,21 +762,25 @@ class SiteNode:
         header, reply = await framed.receive(Phase.REPLY)
         n_peer = _sample_count(header)
         theirs = await trio.to_thread.run_sync(self._decode, reply)
-        merged = self._merge(
-            initiator=mine,
-            n_initiator=model.n_samples,
-            responder=theirs,
-            n_responder=n_peer,
-            own_is_initiator=True,
-            peer_did=peer_did,
+        merged = await trio.to_thread.run_sync(
+            lambda: self._merge(
+                initiator=mine,
+                n_initiator=model.n_samples,
+                responder=theirs,
+                n_responder=n_peer,
+                own_is_initiator=True,
+                peer_did=peer_did,
+            )
         )
+        result: bytes | None = None
         if self.settings.averaging.robust is RobustMode.NONE:
             result = await trio.to_thread.run_sync(model_digest, merged)
             if header.get("result") != result.hex():
                 raise ProtocolViolation(f"{peer_did}: averages differ; not committing")
         await self._commit(framed)
-        their_digest = await trio.to_thread.run_sync(model_digest, theirs)
-        return merged, [model.digest, their_digest]
+        # Provenance names the peer's weights by the SHA-256 of the bytes
+        # received: for fp32 weights this is their canonical model digest.
+        return merged, [model.digest, _sha256(reply)], result
 
     async def _commit(self, framed: FramedStream) -> None:
         """Phase two: tell the responder to apply, wait for its ack."""
@@ -797,13 +808,15 @@ class SiteNode:
         theirs = await trio.to_thread.run_sync(self._decode, payload)
         model = self._model
         mine = self._as_sent(model.state)
-        merged = self._merge(
-            initiator=theirs,
-            n_initiator=n_peer,
-            responder=mine,
-            n_responder=model.n_samples,
-            own_is_initiator=False,
-            peer_did=peer.did,
+        merged = await trio.to_thread.run_sync(
+            lambda: self._merge(
+                initiator=theirs,
+                n_initiator=n_peer,
+                responder=mine,
+                n_responder=model.n_samples,
+                own_is_initiator=False,
+                peer_did=peer.did,
+            )
         )
         result = await trio.to_thread.run_sync(model_digest, merged)
         reply = {
@@ -814,12 +827,12 @@ class SiteNode:
         }
         await framed.send(reply, await trio.to_thread.run_sync(self._encode, mine))
         await framed.receive(Phase.COMMIT)
-        their_digest = await trio.to_thread.run_sync(model_digest, theirs)
         await self._apply(
             merged,
             kind="average",
-            parents=[model.digest, their_digest],
+            parents=[model.digest, _sha256(payload)],
             contributors=[self.did, peer.did],
+            digest=result,
         )
         await framed.send({"type": Phase.ACK})
 
@@ -1013,6 +1026,10 @@ class SiteNode:
         data = json.dumps(status, indent=2, sort_keys=True).encode()
 
         await trio.to_thread.run_sync(atomic_write_bytes, path, data)
+
+
+def _sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
 
 
 def _sample_count(header: Header) -> float:
