@@ -117,14 +117,19 @@ class Source:
             if index_path is None:
                 tmp = tempfile.TemporaryDirectory(prefix="paroma-explorer-")
                 index_path = Path(tmp.name) / "index.sqlite"
-            ledger = open_ledger(
-                spec,
-                contract_address=contract,
-                index_path=index_path,
-                deploy_block=deploy_block,
-                retries=retries,
-                backoff=backoff,
-            )
+            try:
+                ledger = open_ledger(
+                    spec,
+                    contract_address=contract,
+                    index_path=index_path,
+                    deploy_block=deploy_block,
+                    retries=retries,
+                    backoff=backoff,
+                )
+            except BaseException:
+                if tmp is not None:
+                    tmp.cleanup()
+                raise
         else:
             folder = Path(spec)
             if not folder.is_dir():
