@@ -1,0 +1,203 @@
+"""Mesh topologies, random matchings of exchanges, and the consensus prediction.
+
+Each gossip step pairs sites along the topology's edges with a random maximal
+matching (no site is in two exchanges at once: the daemon refuses a second one
+as "busy"), and each pair averages weighted by sample counts. With weights
+``n_i``, one exchange is the orthogonal projection ``W_e`` onto models equal at
+``i`` and ``j`` in the inner product ``<x, y> = sum_i n_i x_i y_i``, and the
+exchanges of one matching commute, so ``W = I + sum_e (W_e - I)``. For
+projections ``E[W^T D W] = D E[W]``, hence the squared consensus distance
+contracts in expectation by at most ``lambda_2(E[W])`` per matching (Boyd,
+Ghosh, Prabhakar and Shah, "Randomized gossip algorithms", IEEE Trans. Inf.
+Theory 2006, section II): the prediction is
+
+    d_t <= (1 - gamma) ** (t / 2) * d_0,   gamma = 1 - lambda_2(E[W])
+
+with ``gamma`` the spectral gap. ``E[W]`` is estimated from the very matching
+procedure the simulator uses, by sampling it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from simulator.errors import ScenarioInvalid
+from simulator.scenario import Topology
+
+Edge = tuple[int, int]
+
+
+def ring(n: int) -> list[Edge]:
+    """Each site linked to the next, the last to the first."""
+    if n == 2:
+        return [(0, 1)]
+    return sorted((min(i, (i + 1) % n), max(i, (i + 1) % n)) for i in range(n))
+
+
+def full(n: int) -> list[Edge]:
+    """Every pair of sites linked."""
+    return [(i, j) for i in range(n) for j in range(i + 1, n)]
+
+
+def is_connected(n: int, edges: Sequence[Edge]) -> bool:
+    """True if every site can reach every other along ``edges``."""
+    seen = {0}
+    frontier = [0]
+    links: dict[int, list[int]] = {i: [] for i in range(n)}
+    for a, b in edges:
+        links[a].append(b)
+        links[b].append(a)
+    while frontier:
+        node = frontier.pop()
+        for other in links[node]:
+            if other not in seen:
+                seen.add(other)
+                frontier.append(other)
+    return len(seen) == n
+
+
+def random_regular(
+    n: int, degree: int, rng: np.random.Generator, attempts: int = 2000
+) -> list[Edge]:
+    """A connected random ``degree``-regular graph (pairing model, rejection).
+
+    Raises:
+        ScenarioInvalid: no such graph (``n * degree`` odd, degree >= n) or none
+            found in ``attempts`` tries.
+    """
+    if degree >= n or (n * degree) % 2 or degree < 1:
+        raise ScenarioInvalid(
+            f"network.degree: no {degree}-regular graph on {n} sites exists"
+        )
+    if degree == n - 1:
+        return full(n)
+    for _ in range(attempts):
+        stubs = rng.permutation(np.repeat(np.arange(n), degree))
+        pairs = stubs.reshape(-1, 2)
+        edges = {(int(min(a, b)), int(max(a, b))) for a, b in pairs}
+        simple = len(edges) == len(pairs) and all(a != b for a, b in edges)
+        if simple and is_connected(n, list(edges)):
+            return sorted(edges)
+    raise ScenarioInvalid(
+        f"network.degree: found no connected {degree}-regular graph on {n} sites"
+    )
+
+
+def build_topology(
+    kind: Topology, n: int, degree: int, rng: np.random.Generator
+) -> list[Edge]:
+    """The edges (i < j) of a topology over sites ``0..n-1``."""
+    if n < 2:
+        raise ScenarioInvalid("sites: expected at least two sites")
+    if kind is Topology.RING:
+        return ring(n)
+    if kind is Topology.FULL:
+        return full(n)
+    return random_regular(n, degree, rng)
+
+
+def random_matching(
+    edges: Sequence[Edge],
+    rng: np.random.Generator,
+    usable: Callable[[int, int], bool] | None = None,
+) -> list[Edge]:
+    """A random maximal matching among the usable edges.
+
+    Edges are visited in random order and taken when both ends are still free;
+    the first end of a returned pair is the side that initiates (random too).
+
+    Args:
+        edges: the topology.
+        rng: randomness (the simulator's seeded generator).
+        usable: ``usable(i, j)`` is False for an edge that cannot be used now
+            (a site down, a partition between them).
+    """
+    busy: set[int] = set()
+    out: list[Edge] = []
+    for k in rng.permutation(len(edges)):
+        a, b = edges[int(k)]
+        if a in busy or b in busy or (usable is not None and not usable(a, b)):
+            continue
+        busy.update((a, b))
+        out.append((a, b) if rng.random() < 0.5 else (b, a))
+    return out
+
+
+def expected_gossip_matrix(
+    n: int,
+    edges: Sequence[Edge],
+    weights: Sequence[float],
+    rng: np.random.Generator,
+    samples: int = 4000,
+) -> NDArray[np.float64]:
+    """``E[W]`` of one random matching with weighted pairwise averaging.
+
+    Edge probabilities are estimated by sampling :func:`random_matching`.
+    """
+    counts: dict[Edge, int] = {}
+    for _ in range(samples):
+        for a, b in random_matching(edges, rng):
+            key = (min(a, b), max(a, b))
+            counts[key] = counts.get(key, 0) + 1
+    w = np.asarray(weights, dtype=np.float64)
+    mean = np.eye(n)
+    for (i, j), count in counts.items():
+        p = count / samples
+        share_i, share_j = w[i] / (w[i] + w[j]), w[j] / (w[i] + w[j])
+        # W_e - I: rows i and j become the weighted average of x_i and x_j.
+        delta = np.zeros((n, n))
+        delta[i, i] = delta[j, i] = share_i
+        delta[i, j] = delta[j, j] = share_j
+        delta[i, i] -= 1.0
+        delta[j, j] -= 1.0
+        mean += p * delta
+    return mean
+
+
+def spectral_gap(matrix: NDArray[np.float64], weights: Sequence[float]) -> float:
+    """``1 - lambda_2`` of a gossip matrix self-adjoint in the weighted product.
+
+    ``D^(1/2) M D^(-1/2)`` is symmetric for such a matrix (D = diag(weights));
+    its eigenvalues are ``M``'s, the largest being 1 (consensus).
+    """
+    d = np.sqrt(np.asarray(weights, dtype=np.float64))
+    sym = d[:, None] * matrix / d[None, :]
+    sym = (sym + sym.T) / 2.0
+    values = np.sort(np.linalg.eigvalsh(sym))[::-1]
+    return float(1.0 - values[1]) if len(values) > 1 else 1.0
+
+
+def predicted_distances(
+    d0: float, gap: float, steps: int, per_round: int
+) -> list[float]:
+    """Predicted consensus distance after each round (``per_round`` matchings)."""
+    rate = math.sqrt(max(0.0, 1.0 - gap))
+    return [d0 * rate ** (per_round * r) for r in range(steps + 1)]
+
+
+def consensus_distance(
+    states: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float]
+) -> float:
+    """Weighted RMS distance of the models to their weighted mean.
+
+    ``sqrt(sum_i n_i ||w_i - w_bar||^2 / sum_i n_i)`` over every floating
+    parameter, with ``w_bar = sum_i n_i w_i / sum_i n_i``.
+    """
+    if not states:
+        return 0.0
+    total = float(sum(weights))
+    acc = 0.0
+    for name, ref in states[0].items():
+        if not ref.is_floating_point():
+            continue
+        stacked = torch.stack([s[name].double() for s in states])
+        w = torch.tensor(list(weights), dtype=torch.float64) / total
+        mean = torch.tensordot(w, stacked, dims=1)
+        sq = (stacked - mean).pow(2).reshape(len(states), -1).sum(dim=1)
+        acc += float((w * sq).sum())
+    return math.sqrt(acc)
