@@ -12,10 +12,12 @@ local backends have immediate finality, so a mined block never changes.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +34,52 @@ CREATE TABLE IF NOT EXISTS events (
     member TEXT NOT NULL,
     commitment TEXT,
     data TEXT NOT NULL,
-    PRIMARY KEY (block, log_index)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS events_kind ON events (kind, block, log_index);
-CREATE INDEX IF NOT EXISTS events_member ON events (member, block, log_index);
-CREATE INDEX IF NOT EXISTS events_time ON events (timestamp);
+    UNIQUE (block, log_index)
+);
+CREATE INDEX IF NOT EXISTS events_kind ON events (kind, timestamp, block, log_index);
+CREATE INDEX IF NOT EXISTS events_member
+    ON events (member, timestamp, block, log_index);
+CREATE INDEX IF NOT EXISTS events_time ON events (timestamp, block, log_index);
 CREATE INDEX IF NOT EXISTS events_commitment ON events (commitment);
 """
+
+# Why results are ordered by (timestamp, block, log_index): a block's
+# timestamp is strictly greater than its parent's (Yellow Paper §4.3.4), so
+# this is chain order, and it lets a time range be read straight off an
+# index instead of sorting every match.
+_ORDER = "ORDER BY timestamp, block, log_index"
+
+_KIND_OF = {str(kind): kind for kind in EventKind}
+
+
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a large result is built.
+
+    Why: building 10k events allocates enough containers to trigger full
+    collections over the whole heap, which tripled a 10k-event query's time
+    (about 0.3 s against 0.1 s). Nothing built here forms a cycle.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _event(fields: dict[str, Any]) -> Event:
+    """An Event from all its fields, without the frozen dataclass's ``__init__``.
+
+    Why: the generated ``__init__`` of a frozen dataclass sets each field
+    through ``object.__setattr__``, which was a third of a 10k-event query.
+    Filling ``__dict__`` gives the same object (equality, hashing and
+    immutability come from the class, not from ``__init__``).
+    """
+    event = object.__new__(Event)
+    event.__dict__.update(fields)
+    return event
 
 
 class EventIndex:
@@ -56,6 +97,10 @@ class EventIndex:
         self._db = sqlite3.connect(
             ":memory:" if path is None else str(path), check_same_thread=False
         )
+        # WAL lets readers in other processes (the explorer) read while a
+        # site writes; a 64 MiB page cache keeps a large index in memory.
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA cache_size=-65536")
         self._db.executescript(_SCHEMA)
         owner = f"{chain_id}:{contract.lower()}"
         if self._get("owner") not in (None, owner):
@@ -149,25 +194,31 @@ class EventIndex:
         # `where` holds fixed column names only; every value is a bound parameter.
         sql = (
             "SELECT block, log_index, tx_hash, timestamp, kind, member, commitment, "  # noqa: S608
-            f"data FROM events{where} ORDER BY block, log_index LIMIT ? OFFSET ?"
+            f"data FROM events{where} {_ORDER} LIMIT ? OFFSET ?"
         )
         with self._lock:
             rows: Sequence[tuple[Any, ...]] = self._db.execute(
                 sql, [*args, -1 if limit is None else limit, offset]
             ).fetchall()
-        return [
-            Event(
-                kind=EventKind(r[4]),
-                block=r[0],
-                tx_hash=r[2],
-                log_index=r[1],
-                timestamp=r[3],
-                member=r[5],
-                commitment=r[6],
-                data=json.loads(r[7]),
-            )
-            for r in rows
-        ]
+        # One JSON parse for all rows: 10k small json.loads calls cost more
+        # than the SQL query itself.
+        datas = json.loads("[" + ",".join(r[7] for r in rows) + "]")
+        with _no_gc():
+            return [
+                _event(
+                    {
+                        "kind": _KIND_OF[r[4]],
+                        "block": r[0],
+                        "tx_hash": r[2],
+                        "log_index": r[1],
+                        "timestamp": r[3],
+                        "member": r[5],
+                        "commitment": r[6],
+                        "data": data,
+                    }
+                )
+                for r, data in zip(rows, datas, strict=True)
+            ]
 
     def count(
         self,

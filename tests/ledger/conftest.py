@@ -9,6 +9,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -85,13 +86,15 @@ class Fed:
     b: Ledger
     c: Ledger
     keys: dict[str, bytes]
-    open_kwargs: dict
+    open_kwargs: dict[str, Any]
 
     def open(self, key: bytes | None = None, **extra) -> Ledger:
         return open_ledger(self.spec, account_key=key, **{**self.open_kwargs, **extra})
 
 
-def _make_fed(backend: str, spec: str | Path, tmp_path: Path, **rpc) -> Fed:
+def _make_fed(
+    backend: str, spec: str | Path, tmp_path: Path, faucet_key: bytes | None = None
+) -> Fed:
     keys = {d: new_account_key() for d in (DID_A, DID_B, DID_C)}
     founders = [(d, account_address(k), ["site"]) for d, k in keys.items()]
     a = deploy_federation(
@@ -99,14 +102,14 @@ def _make_fed(backend: str, spec: str | Path, tmp_path: Path, **rpc) -> Fed:
         deployer_key=keys[DID_A],
         founders=founders,
         threshold=2,
-        **rpc,
-        **({"index_path": tmp_path / "a.sqlite"} if rpc else {}),
+        faucet_key=faucet_key,
+        index_path=tmp_path / "a.sqlite" if backend == "rpc" else None,
     )
-    kwargs: dict = {}
-    if rpc:
+    kwargs: dict[str, Any] = {}
+    if backend == "rpc":
         kwargs = {
             "contract_address": a.contract_address,
-            "faucet_key": rpc["faucet_key"],
+            "faucet_key": faucet_key,
             "deploy_block": a.events()[0].block,
         }
     b = open_ledger(spec, account_key=keys[DID_B], **kwargs)

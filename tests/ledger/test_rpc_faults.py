@@ -1,7 +1,8 @@
-"""An unreachable endpoint: clear error, retries with backoff, nothing queued is lost."""
+"""An unreachable endpoint: a clear error, retries, and no queued write lost."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -61,10 +62,8 @@ class Proxy:
             pass
         finally:
             for s in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def stop(self) -> None:
         assert self.listener is not None and self.thread is not None
@@ -72,10 +71,8 @@ class Proxy:
         self.thread.join()
         self.listener.close()
         for s in self.conns:
-            try:
+            with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             s.close()
         self.conns.clear()
 
