@@ -21,6 +21,7 @@ def digest(text: str) -> bytes:
 def test_reopen_replays_the_same_state_and_events(tmp_path):
     fed = _make_fed("embedded", tmp_path / "ledger", tmp_path)
     pid = fed.a.propose_member("did:key:z6MkD", account_address(b"\x07" * 32), [])
+    assert pid is not None
     fed.b.vote(pid)
     fed.a.register_consent(digest("kept"), 4, 0)
     fed.b.publish_status_list("did:key:z6MkIssuer", digest("v1"))
