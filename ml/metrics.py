@@ -6,6 +6,8 @@ spacing.
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -41,13 +43,29 @@ def hd95_per_class(
     spacing: Sequence[float],
     classes: Sequence[int] = (1, 2, 3),
 ) -> dict[int, float]:
-    """95th-percentile symmetric surface distance per class, mm (inf if a map
-    lacks the class)."""
-    dist = compute_hausdorff_distance(
-        _one_hot(pred),
-        _one_hot(truth),
-        include_background=True,
-        percentile=95,
-        spacing=[float(s) for s in spacing],
-    )
-    return {c: float(dist[0, c]) for c in classes}
+    """95th-percentile symmetric surface distance per class, mm.
+
+    NaN when both maps lack the class, inf when only one does.
+    """
+    out: dict[int, float] = {}
+    for cls in classes:
+        p, t = np.asarray(pred) == cls, np.asarray(truth) == cls
+        if not p.any() or not t.any():
+            out[cls] = math.nan if not p.any() and not t.any() else math.inf
+            continue
+        # (1, 2, *spatial): background channel, then the class.
+        pt = torch.from_numpy(np.stack([~p, p]))[None].float()
+        tt = torch.from_numpy(np.stack([~t, t]))[None].float()
+        with warnings.catch_warnings():
+            # MONAI 1.6 passes its own deprecated ``always_return_as_numpy``
+            # argument internally; the warning is MONAI's, not ours to act on.
+            warnings.filterwarnings("ignore", ".*always_return_as_numpy", FutureWarning)
+            dist = compute_hausdorff_distance(
+                pt,
+                tt,
+                include_background=False,
+                percentile=95,
+                spacing=[float(s) for s in spacing],
+            )
+        out[cls] = float(dist[0, 0])
+    return out
