@@ -108,6 +108,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         try:
             explorer.serve_forever()
+        except KeyboardInterrupt:
+            # Ctrl-C (SIGINT) is how a server is stopped: not an error.
+            print("paroma-explorer: stopped")
         finally:
             explorer.stop()
     finally:

@@ -2,11 +2,13 @@
 
 The ledger's own :meth:`ledger.api.Ledger.events` pages with ``OFFSET``, which
 makes SQLite step over every skipped row: the last page of 100,000 events costs
-as much as reading them all. The explorer pages by key instead: a page ends at
-an event ``(block, log_index)``, the primary key of the index's ``events``
-table, and the next page starts strictly after (or, newest first, before) it,
-so every page is one range scan of the primary key or of the index on
-``(kind, block, log_index)`` / ``(member, block, log_index)``.
+as much as reading them all. The explorer pages by key instead: events are
+ordered by ``(timestamp, block, log_index)`` (chain order: a block's timestamp
+is greater than its parent's, Yellow Paper §4.3.4), a page ends at one such
+key, and the next page starts strictly after (or, newest first, before) it.
+That key is the tail of each of the index's indexes (``events_time``,
+``events_kind``, ``events_member``), so a page is one range scan of an index,
+time filters included, whatever its depth.
 
 The explorer reads the index file (schema in :mod:`ledger.index`) through its
 own read-only connection; the ledger client stays the only writer, and the
@@ -169,18 +171,24 @@ class EventFilter:
         return clauses, args
 
 
-def parse_cursor(text: str) -> tuple[int, int]:
-    """``(block, log_index)`` from a cursor ``"BLOCK.LOG_INDEX"``.
+def parse_cursor(text: str) -> tuple[int, int, int]:
+    """``(timestamp, block, log_index)`` from a cursor ``"TIMESTAMP.BLOCK.LOG"``.
 
     Raises:
-        BadQuery: not two non-negative integers joined by a dot.
+        BadQuery: not three non-negative integers joined by dots.
     """
-    block, _, log_index = text.partition(".")
-    if not (block.isdigit() and log_index.isdigit()):
+    parts = text.split(".")
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
         raise BadQuery(
-            f"cursor: expected BLOCK.LOG_INDEX as a page returned, got {text!r}"
+            f"cursor: expected TIMESTAMP.BLOCK.LOG_INDEX as a page returned it, "
+            f"got {text!r}"
         )
-    return int(block), int(log_index)
+    return int(parts[0]), int(parts[1]), int(parts[2])
+
+
+def cursor_of(event: Event) -> str:
+    """The cursor that continues after (or before) ``event``."""
+    return f"{event.timestamp}.{event.block}.{event.log_index}"
 
 
 def parse_limit(text: str | None) -> int:
@@ -227,6 +235,8 @@ class EventPage:
 
 
 _COLUMNS = "block, log_index, tx_hash, timestamp, kind, member, commitment, data"
+_ASC = " ORDER BY timestamp, block, log_index LIMIT ?"
+_DESC = " ORDER BY timestamp DESC, block DESC, log_index DESC LIMIT ?"
 
 
 def _event(row: tuple[Any, ...]) -> Event:
@@ -292,21 +302,19 @@ class IndexReader:
             count_sql += " WHERE " + " AND ".join(clauses)
         total = int(self._rows(count_sql, list(args))[0][0])
         if cursor is not None:
-            # Why a row value: SQLite turns (block, log_index) > (?, ?) into a
-            # range seek on the primary key (or the kind/member index suffix).
-            clauses.append(f"(block, log_index) {'<' if newest_first else '>'} (?, ?)")
+            # Why a row value: SQLite turns (timestamp, block, log_index) > (?,
+            # ?, ?) into a seek on the index's key, not a filter over rows.
+            op = "<" if newest_first else ">"
+            clauses.append(f"(timestamp, block, log_index) {op} (?, ?, ?)")
             args.extend(parse_cursor(cursor))
-        order = "DESC" if newest_first else "ASC"
         sql = f"SELECT {_COLUMNS} FROM events"  # noqa: S608 - fixed names only
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
-        sql += f" ORDER BY block {order}, log_index {order} LIMIT ?"
+        sql += _DESC if newest_first else _ASC
         rows = self._rows(sql, [*args, limit + 1])
         events = [_event(r) for r in rows[:limit]]
         more = len(rows) > limit
-        last = events[-1] if events else None
-        next_cursor = f"{last.block}.{last.log_index}" if more and last else None
-        return EventPage(events, next_cursor, total)
+        return EventPage(events, cursor_of(events[-1]) if more else None, total)
 
     def all(self, flt: EventFilter, *, max_events: int = 100_000) -> list[Event]:
         """Every matching event, oldest first (at most ``max_events``)."""
@@ -314,7 +322,7 @@ class IndexReader:
         sql = f"SELECT {_COLUMNS} FROM events"  # noqa: S608 - fixed names only
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
-        sql += " ORDER BY block, log_index LIMIT ?"
+        sql += _ASC
         return [_event(r) for r in self._rows(sql, [*args, max_events])]
 
     def of_kinds(self, kinds: list[str], *, max_events: int = 100_000) -> list[Event]:
@@ -322,7 +330,7 @@ class IndexReader:
         marks = ", ".join("?" for _ in kinds)
         sql = (
             f"SELECT {_COLUMNS} FROM events WHERE kind IN ({marks}) "  # noqa: S608
-            "ORDER BY block, log_index LIMIT ?"
+            + _ASC
         )
         return [_event(r) for r in self._rows(sql, [*kinds, max_events])]
 
