@@ -35,11 +35,14 @@ def cmd_analyse(args: argparse.Namespace) -> int:
     """Run the analysis and print the thickness report as JSON."""
     # Imported here so that other subcommands do not pay for torch and MONAI.
     from ml.analysis import analyse
+    from ml.data import load_volume
     from ml.model import load_model
 
+    # Check the scan before loading a model, so bad input fails fast.
+    scan = load_volume(args.scan)
     model = None
     if args.labels is None:
         model = load_model(str(args.model) if args.model else None)
-    report = analyse(args.scan, args.labels, model, out_dir=args.out)
+    report = analyse(scan, args.labels, model, out_dir=args.out)
     print_json(report.to_json())
     return EXIT_OK
