@@ -1,24 +1,20 @@
-"""The simulator's view of a site daemon: the real :class:`node.daemon.SiteNode`,
-plus a byte counter and round-synchronous local training.
+"""The simulator's view of a site daemon: the real :class:`node.daemon.SiteNode`
+with a byte counter on its protocol streams.
 
 The daemon's own training loop runs on wall-clock periods; the simulator needs
 every site to train the same number of steps per round so that the regimes
-are compared on the same budget, so it asks each node to train once per round
-(:meth:`SimSiteNode.train_local`), under the same exchange lock and with the
-same checkpoint-then-apply step the daemon's loop uses.
+are compared on the same budget, so it turns the loops off and calls
+``SiteNode.train_once`` and ``SiteNode.call_average`` itself, round by round.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import trio
 from libp2p.abc import INetStream
 
-from ml.averaging import check_state
 from node.daemon import PROTOCOL_VERSION, SiteNode
 from node.wire import FramedStream
-from simulator.training import SiteTrainer
 
 
 @dataclass
@@ -50,7 +46,7 @@ class _CountingStream:
 
 
 class SimSiteNode(SiteNode):
-    """A :class:`SiteNode` that counts its bytes and trains when told to.
+    """A :class:`SiteNode` that counts the bytes of its protocol streams.
 
     Args:
         traffic: where its bytes are counted.
@@ -65,24 +61,3 @@ class SimSiteNode(SiteNode):
         return FramedStream(
             _CountingStream(stream, self.traffic), PROTOCOL_VERSION, self.limits
         )
-
-    async def train_local(self, steps: int, limiter: trio.CapacityLimiter) -> None:
-        """Train ``steps`` local steps from the current model; the result is the
-        next round (checkpointed, then recorded on the ledger by the daemon).
-
-        Args:
-            steps: optimizer steps.
-            limiter: bounds how many sites train at once (one per core).
-        """
-        trainer = self.trainer
-        if not isinstance(trainer, SiteTrainer) or steps <= 0:
-            return
-        async with self._exchange_lock:
-            start = self._model.state
-            trained = await trio.to_thread.run_sync(
-                trainer.train, start, steps, limiter=limiter
-            )
-            check_state(trained, self._reference, what="trained weights")
-            await self._apply(
-                trained, kind="train", parents=[self._model.digest], contributors=[]
-            )

@@ -493,14 +493,17 @@ class Simulation:
         if steps <= 0:
             return
         async with trio.open_nursery() as nursery:
+            # Longest job first (the pooled model trains on every site's batch),
+            # so no core idles at the end of the round.
+            if self.pooled is not None:
+                nursery.start_soon(self._train_pooled, steps)
+                await trio.lowlevel.checkpoint()
             for arm in self.arms:
                 for node in arm.nodes.values():
                     if node is not None:
-                        nursery.start_soon(node.train_local, steps, self.limiter)
+                        nursery.start_soon(node.train_once, steps, self.limiter)
             for name, trainer in self.local.items():
                 nursery.start_soon(self._train_local_baseline, name, trainer, steps)
-            if self.pooled is not None:
-                nursery.start_soon(self._train_pooled, steps)
         self.rounds_done = round_
 
     async def _train_local_baseline(

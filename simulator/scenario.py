@@ -173,6 +173,14 @@ class Scenario:
 # ----- reading fields ------------------------------------------------------------
 
 
+_KIND_NAMES = {
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    bool: "true or false",
+}
+
+
 class _Table:
     """A TOML table whose reads name the field on error and track unknown keys."""
 
@@ -198,7 +206,7 @@ class _Table:
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise self.fail(key, f"a {kind.__name__}", value)
+            raise self.fail(key, _KIND_NAMES.get(kind, kind.__name__), value)
         return value
 
     def integer(self, key: str, default: int | None, low: int, high: int) -> int:

@@ -1,0 +1,119 @@
+"""Topologies, matchings, consensus distance and the spectral-gap prediction."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from simulator.errors import ScenarioInvalid
+from simulator.scenario import Topology
+from simulator.topology import (
+    build_topology,
+    consensus_distance,
+    expected_gossip_matrix,
+    full,
+    is_connected,
+    predicted_distances,
+    random_matching,
+    random_regular,
+    ring,
+    spectral_gap,
+)
+
+
+def degrees(n: int, edges: list[tuple[int, int]]) -> list[int]:
+    out = [0] * n
+    for a, b in edges:
+        out[a] += 1
+        out[b] += 1
+    return out
+
+
+@pytest.mark.parametrize(
+    ("kind", "n", "degree", "edges"),
+    [
+        (Topology.RING, 2, 1, 1),
+        (Topology.RING, 5, 2, 5),
+        (Topology.FULL, 4, 3, 6),
+        (Topology.RANDOM_REGULAR, 8, 3, 12),
+        (Topology.RANDOM_REGULAR, 32, 4, 64),
+    ],
+)
+def test_topologies(kind, n, degree, edges):
+    got = build_topology(kind, n, degree, np.random.default_rng(1))
+    assert len(got) == edges == len(set(got))
+    assert all(a < b for a, b in got)
+    assert is_connected(n, got)
+    if kind is not Topology.RING or n > 2:
+        assert set(degrees(n, got)) == {degree}
+
+
+def test_random_regular_refuses_impossible():
+    with pytest.raises(ScenarioInvalid, match=r"network\.degree"):
+        random_regular(5, 3, np.random.default_rng(0))
+    with pytest.raises(ScenarioInvalid, match=r"network\.degree"):
+        random_regular(4, 4, np.random.default_rng(0))
+
+
+def test_matching_is_a_matching_and_respects_usable():
+    rng = np.random.default_rng(2)
+    edges = full(6)
+    for _ in range(50):
+        pairs = random_matching(edges, rng, usable=lambda a, b: 5 not in (a, b))
+        ends = [x for p in pairs for x in p]
+        assert len(ends) == len(set(ends))
+        assert 5 not in ends
+        assert len(pairs) == 2  # maximal on 5 usable sites
+
+
+def test_consensus_distance_golden():
+    a, b = {"w": torch.tensor([0.0])}, {"w": torch.tensor([2.0])}
+    assert consensus_distance([a, b], [1, 1]) == pytest.approx(1.0)
+    assert consensus_distance([a, b], [1, 3]) == pytest.approx(math.sqrt(0.75))
+    steps = {"w": torch.tensor([0.0]), "n": torch.tensor(3)}
+    assert consensus_distance([steps, steps], [1, 1]) == 0.0
+
+
+def test_gap_of_complete_graph_matches_closed_form():
+    # K_4: a random maximal matching is perfect, each edge has probability
+    # 1/3, so E[W] = I - L/6 and lambda_2 = 1 - 4/6.
+    n = 4
+    matrix = expected_gossip_matrix(n, full(n), [1.0] * n, np.random.default_rng(0))
+    assert spectral_gap(matrix, [1.0] * n) == pytest.approx(2 / 3, abs=0.02)
+    assert np.allclose(matrix.sum(axis=1), 1.0)
+
+
+def test_weighted_matrix_preserves_weighted_mean():
+    weights = [1.0, 2.0, 5.0, 3.0]
+    matrix = expected_gossip_matrix(4, ring(4), weights, np.random.default_rng(0))
+    w = np.asarray(weights)
+    assert np.allclose(w @ matrix, w)  # sum_i n_i x_i is invariant
+    gap = spectral_gap(matrix, weights)
+    assert 0 < gap < 1
+
+
+def test_prediction_bounds_simulated_gossip():
+    # Scalar gossip on a ring of 8 with the simulator's own matchings: the mean
+    # squared distance decays no slower than lambda_2 per matching (Boyd et
+    # al. 2006) and not absurdly faster.
+    n, steps, trials = 8, 12, 300
+    edges = ring(n)
+    rng = np.random.default_rng(5)
+    gap = spectral_gap(expected_gossip_matrix(n, edges, [1.0] * n, rng), [1.0] * n)
+    finals = []
+    for _ in range(trials):
+        x = rng.normal(size=n)
+        x -= x.mean()
+        d0 = float(np.sum(x**2))
+        for _ in range(steps):
+            for a, b in random_matching(edges, rng):
+                x[a] = x[b] = (x[a] + x[b]) / 2
+        finals.append(float(np.sum(x**2)) / d0)
+    measured = float(np.mean(finals))
+    bound = (1 - gap) ** steps
+    assert measured <= bound * 1.15
+    assert measured >= bound * 0.05
+    predicted = predicted_distances(1.0, gap, 3, 4)
+    assert predicted[0] == 1.0
+    assert predicted[3] == pytest.approx(math.sqrt(1 - gap) ** 12)
