@@ -199,5 +199,6 @@ def test_serve_command_end_to_end(scenario, source):
             assert len(c.get("/api/members").json()["members"]) == 4
     finally:
         os.kill(proc.pid, signal.SIGINT)
-        proc.communicate(timeout=20)  # waits and closes both pipes
-    assert proc.returncode == 130
+        out, err = proc.communicate(timeout=20)  # waits, closes both pipes
+    assert proc.returncode == 0, err
+    assert "stopped" in out
