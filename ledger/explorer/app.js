@@ -243,6 +243,10 @@ async function loadProvenance() {
   select.replaceChildren(el("option", { value: "" }, "all rounds"),
     ...state.provenance.rounds.map((r) => el("option", { value: String(r) }, "round " + r)));
   select.value = chosen;
+  // A long run has thousands of models: start with the last round's lineage.
+  if (!chosen && state.provenance.models.length > 200 && state.provenance.rounds.length) {
+    select.value = String(state.provenance.rounds[state.provenance.rounds.length - 1]);
+  }
   const legend = $("prov-legend");
   legend.replaceChildren(...state.members.map((m) => {
     const swatch = el("i", {});
