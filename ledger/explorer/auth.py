@@ -27,6 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from identity.credentials import verify_presentation
+from identity.errors import DidResolutionFailed
 from ledger.explorer.errors import SignInRefused
 from ledger.explorer.query import iso_time
 
@@ -68,6 +69,22 @@ class Session:
             "issuer": self.issuer,
             "expires": iso_time(int(self.expires)),
         }
+
+
+def offline_fetcher(url: str) -> bytes:
+    """A did:web fetcher that refuses: the explorer makes no outbound request.
+
+    Why: resolving a did:web key means an HTTPS request chosen by whoever
+    wrote the document (it would leak who verifies what, and the explorer
+    runs offline). Issuers and auditors use did:key, resolved locally.
+
+    Raises:
+        DidResolutionFailed: always.
+    """
+    raise DidResolutionFailed(
+        f"did:web is not resolved by the explorer (no network; {url}): "
+        "use did:key identities"
+    )
 
 
 def _proof_challenge(presentation: Mapping[str, Any]) -> object:
@@ -212,6 +229,7 @@ class Authenticator:
             challenge=challenge,
             domain=self.domain,
             status_lists=self._status_lists,
+            fetcher=offline_fetcher,
         )
         if not result.verified:
             raise SignInRefused(result.errors)

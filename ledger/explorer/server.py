@@ -141,6 +141,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return session
 
     def _body(self, limit: int) -> bytes:
+        self._body_read = True
         length_text = self.headers.get("Content-Length")
         if length_text is None or not length_text.isdigit():
             raise BadQuery("request: expected a Content-Length header")
@@ -167,6 +168,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         url = urlsplit(self.path)
         params = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        self._body_read = False  # a body left unread ends the connection
         try:
             reply = self._route(method, url.path, params)
         except SignInRefused as exc:
@@ -186,6 +188,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             reply = _json(
                 HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal error (logged)"}
             )
+        if self.headers.get("Content-Length", "0") != "0" and not self._body_read:
+            # Why: its bytes would be read as the next request on this
+            # keep-alive connection.
+            self.close_connection = True
         self._send(reply)
 
     def do_GET(self) -> None:

@@ -24,6 +24,7 @@ from identity.status_list import status_list_digest
 from ledger.api import EventKind, Ledger
 from ledger.commitments import MAX_PURPOSE, commit
 from ledger.errors import LedgerConfigError, MalformedDigest
+from ledger.explorer.auth import offline_fetcher
 from ledger.explorer.digest import model_file_digest
 from ledger.explorer.errors import BadQuery
 from ledger.explorer.query import (
@@ -411,7 +412,7 @@ class Source:
             digest = "0x" + status_list_digest(vc).hex()
         except Exception as exc:  # jcs/identity refuse non-canonicalisable input
             raise BadQuery(f"status list: cannot be digested ({exc})") from None
-        check = verify_credential(vc)
+        check = verify_credential(vc, fetcher=offline_fetcher)
         self.sync()
         with self._lock:
             current = self.ledger.current_status_list_digest(issuer_did)

@@ -366,3 +366,26 @@ def test_model_check_of_an_unrecorded_file(auditor):
     r = auditor.post("/api/verify/model", content=data).json()
     assert not r["recorded"]
     assert r["model_digest"] == "0x" + hashlib.sha256(data).hexdigest()
+
+
+def test_unread_body_does_not_poison_the_keep_alive_connection(client):
+    reply = client.post("/api/verify/model", content=b"GET /x HTTP/1.1\r\n\r\n" * 50)
+    assert reply.status_code == 401
+    assert client.get("/api/session").json() == {"signed_in": False}
+
+
+def test_oversized_body_is_refused(auditor, monkeypatch):
+    from ledger.explorer import server
+
+    monkeypatch.setattr(server, "MAX_JSON_BYTES", 10)
+    reply = auditor.post("/api/verify/status-list", json={"issuer": "did:key:z" * 5})
+    assert reply.status_code == 400 and "at most 10" in reply.json()["error"]
+    assert auditor.get("/api/session").json()["signed_in"]
+
+
+def test_did_web_is_never_fetched():
+    from identity.errors import DidResolutionFailed
+    from ledger.explorer.auth import offline_fetcher
+
+    with pytest.raises(DidResolutionFailed, match="no network"):
+        offline_fetcher("https://example.com/.well-known/did.json")
