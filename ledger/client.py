@@ -15,11 +15,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from eth_abi.abi import decode as abi_decode
+from eth_abi.abi import encode as abi_encode
 from eth_account import Account
 from eth_tester.exceptions import TransactionFailed
-from eth_utils.abi import event_abi_to_log_topic
+from eth_utils.abi import event_abi_to_log_topic, function_abi_to_4byte_selector
 from eth_utils.address import to_checksum_address
-from web3._utils.events import get_event_data
 from web3.exceptions import ContractLogicError, Web3RPCError
 from web3.types import TxParams
 
@@ -104,6 +105,27 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class _EventLayout:
+    """How to decode one event's log (all indexed fields are static types)."""
+
+    kind: EventKind
+    indexed: list[tuple[str, str]]  # (name, type) carried in topics 1..n
+    plain: list[tuple[str, str]]  # (name, type) ABI-encoded in the data
+
+    def decode(self, log: Any) -> dict[str, Any]:
+        """The event's fields, JSON-friendly (bytes as 0x hex)."""
+        args: dict[str, Any] = {}
+        for (name, typ), topic in zip(self.indexed, log["topics"][1:], strict=True):
+            (args[name],) = abi_decode([typ], bytes(topic))
+        values = abi_decode([t for _, t in self.plain], bytes(log["data"]))
+        args.update(zip((n for n, _ in self.plain), values, strict=True))
+        for name, typ in (*self.indexed, *self.plain):
+            if typ == "address":  # eth_abi gives lower case; show EIP-55
+                args[name] = to_checksum_address(args[name])
+        return {k: _jsonable(v) for k, v in args.items()}
+
+
 @dataclass
 class _Write:
     """A signed write waiting to be mined."""
@@ -160,8 +182,24 @@ class Web3Ledger(Ledger):
             if isinstance(chain, EmbeddedChain)
             else {}
         )
+        # Why our own ABI tables: web3's encoder re-validates the whole ABI
+        # and re-hashes every selector on each call (9 ms a write), and its
+        # event decoder is as slow; eth_abi with the types looked up once
+        # does the same encoding.
+        self._functions = {
+            abi["name"]: (
+                function_abi_to_4byte_selector(abi),
+                [i["type"] for i in abi["inputs"]],
+            )
+            for abi in artifact["abi"]
+            if abi["type"] == "function"
+        }
         self._topics = {
-            event_abi_to_log_topic(abi): (abi, _KINDS[abi["name"]])
+            event_abi_to_log_topic(abi): _EventLayout(
+                _KINDS[abi["name"]],
+                [(i["name"], i["type"]) for i in abi["inputs"] if i["indexed"]],
+                [(i["name"], i["type"]) for i in abi["inputs"] if not i["indexed"]],
+            )
             for abi in artifact["abi"]
             if abi["type"] == "event"
         }
@@ -222,7 +260,8 @@ class Web3Ledger(Ledger):
         # costs nothing extra (unused gas is not charged), and a refused
         # write is reported from its receipt, its reason recovered by
         # re-running it as a call on its parent block.
-        data = self._contract.encode_abi(call.fn_name, args=list(call.args))
+        selector, types = self._functions[call.fn_name]
+        data = "0x" + (selector + abi_encode(types, list(call.args))).hex()
         with self._lock:
             tx: dict[str, Any] = {
                 "type": 2,
@@ -287,15 +326,23 @@ class Web3Ledger(Ledger):
             return receipts
 
     def _replay_reason(self, write: _Write, block: int) -> str:
-        """Re-run a failed transaction as a call on its parent block's state."""
+        """The revert reason of a mined, failed write, recovered by re-running it.
+
+        Receipts carry no reason, so the write is re-run as a call: first on
+        its parent block's state (exact when it was alone in its block), then
+        on its own block's state (where a conflicting write mined just before
+        it in the same block, e.g. of a batch, is visible). Best effort: a
+        reason that depended on state between the two gives ``unknown``.
+        """
         call = {k: write.tx[k] for k in ("from", "to", "data") if k in write.tx}
-        try:
-            self._w3.eth.call(call, block_identifier=block - 1)  # type: ignore[arg-type]
-        except Exception as exc:
-            reason = revert_reason(exc)
-            if reason is not None:
-                return reason
-            log.debug("replaying %s failed: %s", write.label, exc)
+        for at in (block - 1, block):
+            try:
+                self._w3.eth.call(call, block_identifier=at)  # type: ignore[arg-type]
+            except Exception as exc:
+                reason = revert_reason(exc)
+                if reason is not None:
+                    return reason
+                log.debug("replaying %s failed: %s", write.label, exc)
         return "unknown (out of gas?)"
 
     @contextlib.contextmanager
@@ -525,12 +572,11 @@ class Web3Ledger(Ledger):
         for lg in logs:
             if str(lg["address"]).lower() != self._address.lower() or not lg["topics"]:
                 continue
-            found = self._topics.get(bytes(lg["topics"][0]))
-            if found is None:
+            layout = self._topics.get(bytes(lg["topics"][0]))
+            if layout is None:
                 continue
-            abi, kind = found
-            decoded = get_event_data(self._w3.codec, abi, lg)
-            args = {k: _jsonable(v) for k, v in decoded["args"].items()}
+            kind = layout.kind
+            args = layout.decode(lg)
             field = _SUBJECT_FIELD.get(kind)
             out.append(
                 Event(
