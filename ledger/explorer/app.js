@@ -180,13 +180,19 @@ function filterParams() {
   return p;
 }
 
+// Digests and DIDs are shortened (full value in the commitment column or the
+// member views); any other text, such as an offer's URI, is shown whole.
+function brief(v) {
+  const text = String(v);
+  return /^(0x[0-9a-fA-F]{40,}|did:)/.test(text) ? short(text) : text;
+}
+
 function details(e) {
   const d = Object.assign({}, e.data);
   delete d.commitment; delete d.modelDigest; delete d.offerId; delete d.digest;
   delete d.measurementDigest;
   return Object.entries(d).map(([k, v]) => k + ": " +
-    (Array.isArray(v) ? "[" + v.map((x) => short(String(x))).join(", ") + "]" :
-     typeof v === "string" ? short(v) : String(v))).join("; ");
+    (Array.isArray(v) ? "[" + v.map(brief).join(", ") + "]" : brief(v))).join("; ");
 }
 
 async function loadEvents(more) {

@@ -1,12 +1,13 @@
 """A realistic federation history on an embedded ledger, for the explorer's tests.
 
 Until the simulator writes one, this fills a ledger through the public Ledger
-API in the order a federation lives it: three founding hospitals (k = 2),
-a fourth admitted by two votes, attestations of each other's software,
+API in the order a federation lives it: three founding hospitals (k = 2), a
+fourth admitted by two votes, attestations of each other's software,
 consents registered (one withdrawn, one erased: request then completion),
 three rounds of models with pairwise averages (parents and contributors),
-catalogue offers, and an issuer's status list published twice (so one
-version is current and one is superseded).
+catalogue offers, an issuer's status list published twice (so one version
+is current and one is superseded), and the third founder removed at the end
+by two votes.
 
 Also the auditor side: a regulator (trusted issuer) who issued an
 AuditorCredential to an auditor, and the credentials that must be refused.
@@ -37,6 +38,9 @@ from ledger.api import Ledger
 from ledger.commitments import commit, new_salt
 
 JCS = "eddsa-jcs-2022"
+
+# Members write free text (offer URIs, DIDs) that the page must show as text.
+MARKUP_URI = "https://b.example/o/2?<img src=x id=injected>"
 
 
 def model_file(seed: int) -> tuple[bytes, bytes]:
@@ -184,7 +188,7 @@ def build(folder: Path) -> Scenario:
             hashlib.sha256(b"offer-2").digest(),
             OfferKind.SERVICE,
             hashlib.sha256(b"meta2").digest(),
-            "https://b.example/o/2",
+            MARKUP_URI,
         )
         led["B"].withdraw_offer(offer)
 
@@ -196,6 +200,11 @@ def build(folder: Path) -> Scenario:
         status.revoke(status.allocate())
         new = status.to_credential(issuer, cryptosuite=JCS)
         a.publish_status_list(issuer.did, status_list_digest(new))
+
+        # C leaves: a removal takes k = 2 votes too.
+        removal = a.propose_removal(dids["C"])
+        assert removal is not None
+        led["B"].vote(removal)
     finally:
         for handle in led.values():
             handle.close()

@@ -189,7 +189,7 @@ def test_page_and_assets_are_served_with_a_strict_policy(client):
 
 def test_overview_counts(auditor):
     o = auditor.get("/api/overview").json()
-    assert o["members"] == 4 and o["threshold"] == 2
+    assert o["members"] == 3 and o["removed_members"] == 1 and o["threshold"] == 2
     assert o["counts"]["model_recorded"] == 9
     assert o["events"] == sum(o["counts"].values())
 
@@ -264,6 +264,9 @@ def test_members_show_votes_and_attestations(auditor, scenario):
     ]
     assert sorted(t["verdict"] for t in d["attestations"]) == [False, True]
     assert members[scenario.dids["A"]]["admission"]["founder"]
+    c = members[scenario.dids["C"]]
+    assert c["removed"] and c["admission"]["founder"]
+    assert c["removal"]["removal"] and len(c["removal"]["votes"]) == 2
 
 
 def test_commitment_lifecycle(auditor, scenario):

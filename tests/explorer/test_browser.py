@@ -15,7 +15,7 @@ from playwright.sync_api import expect
 
 from identity.keys import SigningKey
 from ledger.explorer.query import EventFilter
-from tests.explorer.scenario import credential
+from tests.explorer.scenario import MARKUP_URI, credential
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -97,6 +97,8 @@ def test_sign_in_shows_members_with_votes_and_attestations(page, scenario):
     row = page.locator(f"#members-table tr[data-did='{scenario.dids['D']}']")
     assert row.locator("li", has_text="vote:").count() == 2
     assert row.locator(".bad", has_text="FAIL").count() == 1
+    removed = page.locator(f"#members-table tr[data-did='{scenario.dids['C']}']")
+    assert removed.locator(".badge", has_text="removed").count() == 1
     # Signing out locks the data again.
     page.click("#signout")
     page.wait_for_selector("#signin:not([hidden])")
@@ -130,6 +132,12 @@ def test_timeline_filters(page, scenario, source):
 
     page.select_option("#f-member", scenario.dids["B"])
     assert _apply(page, 2) == ["model_recorded"] * 2
+
+    # A member's free text is shown as text, never parsed as HTML.
+    page.select_option("#f-kind", "offer_published")
+    assert _apply(page, 2) == ["offer_published"] * 2
+    assert MARKUP_URI in (page.text_content("#events-table") or "")
+    assert page.locator("#injected").count() == 0
 
     page.click("#f-clear")
     page.fill("#f-commitment", "0x" + scenario.erased.commitment.hex())
