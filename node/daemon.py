@@ -790,13 +790,15 @@ class SiteNode:
     async def rpc_average(self, stream: INetStream) -> None:
         """Serve one averaging request (see the module docstring's phases)."""
         framed = self._framed(stream)
-        peer = await self._authenticate_responder(stream, framed, [Action.AVERAGE])
+        # Busy is checked before the (costly) presentation exchange: a site in
+        # another exchange answers at once and the caller tries elsewhere.
         try:
             self._exchange_lock.acquire_nowait()
         except trio.WouldBlock:
             await framed.send({"type": "refused", "reason": "busy", "busy": True})
             return
         try:
+            peer = await self._authenticate_responder(stream, framed, [Action.AVERAGE])
             with trio.fail_after(self.settings.averaging.step_timeout_s):
                 await self._respond(framed, peer)
         finally:
