@@ -726,6 +726,11 @@ class SiteNode:
             except trio.TooSlowError as exc:
                 await _reset(stream)
                 raise PeerUnreachable(f"{peer_did}: exchange timed out") from exc
+            except PeerRefused as exc:
+                # Either side refused: not a neighbour until a new hello admits it.
+                await _reset(stream)
+                await self._note_refusal(peer_id, peer_did, str(exc))
+                raise
             except BaseException:
                 await _reset(stream)
                 raise

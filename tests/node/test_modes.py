@@ -6,7 +6,7 @@ import pytest
 import torch
 import trio
 
-from ml.averaging import max_deviation, weighted_mean
+from ml.averaging import max_deviation, trimmed_mean, weighted_mean
 from node.daemon import NodeSettings, RobustMode, SiteNode
 from tests.node.federation import make_federation, small_state
 
@@ -96,3 +96,25 @@ async def test_fp16_exchange_agrees_on_both_ends(tmp_path):
     exact = weighted_mean([small_state(0), small_state(1)], [2.0, 5.0])
     assert a.state["conv.weight"].dtype == torch.float32
     assert max_deviation(a.state, exact) < 5e-3
+
+
+async def test_trimmed_mode_takes_the_coordinate_wise_trimmed_mean(tmp_path):
+    fed = make_federation(3)
+    states = [small_state(i) for i in range(3)]
+    nodes = [
+        fed.node(i, tmp_path, states[i], 1.0, robust=RobustMode.TRIMMED, trim=1)
+        for i in range(3)
+    ]
+    with trio.fail_after(25):
+        async with trio.open_nursery() as nursery:
+            for node in nodes:
+                await nursery.start(node.run)
+            await nodes[0].connect(nodes[1].addresses[0])
+            await nodes[0].connect(nodes[2].addresses[0])
+            await nodes[0].call_average(nodes[1].did)  # too few states: clipped
+            before = nodes[0].state
+            await nodes[0].call_average(nodes[2].did)
+            nursery.cancel_scope.cancel()
+    # Own model, the last one received from each neighbour: median of three.
+    expected = trimmed_mean([before, states[1], states[2]], 1)
+    assert max_deviation(nodes[0].state, expected) < 1e-6
