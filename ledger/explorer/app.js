@@ -184,6 +184,7 @@ function filterParams() {
 // member views); any other text, such as an offer's URI, is shown whole.
 function brief(v) {
   const text = String(v);
+  if (state.labels.has(text)) return state.labels.get(text);
   return /^(0x[0-9a-fA-F]{40,}|did:)/.test(text) ? short(text) : text;
 }
 
@@ -257,7 +258,7 @@ async function loadProvenance() {
   legend.replaceChildren(...state.members.map((m) => {
     const swatch = el("i", {});
     swatch.style.background = state.colors.get(m.did);
-    return el("span", {}, swatch, state.labels.get(m.did) + " " + short(m.did));
+    return el("span", {}, swatch, who(m.did));
   }));
   drawGraph();
 }
