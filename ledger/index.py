@@ -101,6 +101,8 @@ class EventIndex:
         # site writes; a 64 MiB page cache keeps a large index in memory.
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA cache_size=-65536")
+        # The index can be rebuilt from the chain: no fsync per commit.
+        self._db.execute("PRAGMA synchronous=OFF")
         self._db.executescript(_SCHEMA)
         owner = f"{chain_id}:{contract.lower()}"
         if self._get("owner") not in (None, owner):
