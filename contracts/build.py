@@ -18,7 +18,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ledger.errors import ContractArtifactError
+from common.errors import ParomaError
+
+
+class ContractArtifactError(ParomaError):
+    """The compiled contract artifacts are missing, or cannot be compiled."""
+
 
 SOLC_VERSION = "0.8.30"
 """The compiler release pinned in package.json."""

@@ -5,8 +5,12 @@
         ├── LedgerUnreachable       the JSON-RPC endpoint did not answer (after retries)
         ├── TransactionReverted     the contract refused a transaction (``.reason``)
         ├── MalformedDigest         a digest or id is not 32 bytes (also BadInput)
-        ├── LedgerConfigError       a ledger folder, URL or deployment is unusable
-        └── ContractArtifactError   compiled contract artifacts are missing or stale
+        └── LedgerConfigError       a ledger folder, URL or deployment is unusable
+
+    ParomaError
+    └── contracts.build.ContractArtifactError   artifacts missing or uncompilable
+        (re-exported here; defined in ``contracts`` so that package needs
+        nothing from ``ledger``)
 
 Backends raise different exceptions for the same revert (eth-tester's
 ``TransactionFailed``, web3's ``ContractLogicError``, an anvil JSON-RPC error
@@ -16,6 +20,7 @@ object); :mod:`ledger.client` translates them all into ``TransactionReverted``.
 from __future__ import annotations
 
 from common.errors import BadInput, ParomaError
+from contracts.build import ContractArtifactError
 
 
 class LedgerError(ParomaError):
@@ -48,5 +53,11 @@ class LedgerConfigError(LedgerError, BadInput):
     """A ledger folder, URL, contract address or deployment parameter is unusable."""
 
 
-class ContractArtifactError(LedgerError):
-    """The compiled contract artifacts are missing or do not match the sources."""
+__all__ = [
+    "ContractArtifactError",
+    "LedgerConfigError",
+    "LedgerError",
+    "LedgerUnreachable",
+    "MalformedDigest",
+    "TransactionReverted",
+]

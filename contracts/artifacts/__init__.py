@@ -1,0 +1,1 @@
+"""Compiled contract artifacts (ABI + bytecode) from scripts/compile_contracts.py."""
