@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
+import torch
 import trio
 
 from common.cli import EXIT_FAILED, EXIT_OK, print_json
@@ -114,6 +115,8 @@ async def _serve(node: Any) -> None:
 
 def cmd_start(args: argparse.Namespace) -> int:
     config = load_config(args.dir)
+    # DESIGN.md: one torch thread per site, or training starves the network.
+    torch.set_num_threads(1)
     extensions = load_extensions(config.extensions, config)
     site = open_site(config, _passphrase(confirm=False), extensions=extensions)
     try:
