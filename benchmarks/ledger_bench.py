@@ -67,12 +67,21 @@ def _batched(ledger: Ledger, n: int, size: int, tag: str) -> float:
     return n / (time.perf_counter() - started)
 
 
-def _federation(spec: str | Path, **rpc: object) -> tuple[Ledger, bytes]:
+def _federation(
+    spec: str | Path,
+    faucet_key: bytes | None = None,
+    index_path: Path | None = None,
+) -> tuple[Ledger, bytes]:
     key = new_account_key()
     founders = [("did:key:z6MkBench", account_address(key), ["site"])]
     led = deploy_federation(
-        spec, deployer_key=key, founders=founders, threshold=1, **rpc
-    )  # type: ignore[arg-type]
+        spec,
+        deployer_key=key,
+        founders=founders,
+        threshold=1,
+        faucet_key=faucet_key,
+        index_path=index_path,
+    )
     return led, key
 
 
