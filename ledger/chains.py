@@ -76,6 +76,10 @@ class Chain:
         """EIP-1559 fee fields for a new transaction."""
         raise NotImplementedError
 
+    def latest_timestamp(self) -> int:
+        """The latest block's timestamp, seconds since the epoch."""
+        return int(self.w3.eth.get_block("latest")["timestamp"])
+
     def head(self) -> int:
         """The latest block number."""
         raise NotImplementedError
@@ -198,6 +202,9 @@ class EmbeddedChain(Chain):
 
     def head(self) -> int:
         return len(self._hashes)
+
+    def latest_timestamp(self) -> int:
+        return self._last_ts
 
     def logs(self, address: str, first: int, last: int) -> list[dict[str, Any]]:
         # Why receipts rather than eth_getLogs: eth-tester's log filter scans

@@ -171,6 +171,12 @@ class Web3Ledger(Ledger):
         self._deploy_block = deploy_block
         self._account = None if account_key is None else Account.from_key(account_key)
         self._lock = threading.RLock()  # guards the queue, nonce and batch state
+        # Serialises use of the chain: eth-tester is not thread-safe, and the
+        # handles of one embedded folder share it (taken after _lock, never
+        # before it).
+        self._guard = (
+            chain.lock if isinstance(chain, EmbeddedChain) else threading.RLock()
+        )
         self._queue: list[_Write] = []  # signed writes not yet mined, in nonce order
         self._nonce: int | None = None  # next nonce to use, None: read from chain
         self._batch: list[TxReceipt] | None = None  # receipts of the open batch
@@ -262,7 +268,7 @@ class Web3Ledger(Ledger):
         # re-running it as a call on its parent block.
         selector, types = self._functions[call.fn_name]
         data = "0x" + (selector + abi_encode(types, list(call.args))).hex()
-        with self._lock:
+        with self._lock, self._guard:
             tx: dict[str, Any] = {
                 "type": 2,
                 "to": self._address,
@@ -282,7 +288,7 @@ class Web3Ledger(Ledger):
             return receipts[-1]
 
     def flush(self) -> list[TxReceipt]:
-        with self._lock:
+        with self._lock, self._guard:
             todo = [w for w in self._queue if w.tx_hash is None]
             try:
                 for write, tx_hash in zip(
@@ -501,7 +507,9 @@ class Web3Ledger(Ledger):
 
     def _call(self, name: str, *args: Any) -> Any:
         try:
-            return getattr(self._contract.functions, name)(*args).call(self._call_from)
+            with self._guard:
+                fn = getattr(self._contract.functions, name)(*args)
+                return fn.call(self._call_from)
         except Exception as exc:
             reason = revert_reason(exc)
             if reason is None:
@@ -545,7 +553,8 @@ class Web3Ledger(Ledger):
     def consent_active(self, commitment: bytes, *, at: int | None = None) -> bool:
         value = parse_commitment(commitment)
         if at is None:
-            at = int(self._w3.eth.get_block("latest")["timestamp"])
+            with self._guard:
+                at = self._chain.latest_timestamp()
         return bool(self._call("consentActive", value, int(at)))
 
     def erasure_completed(self, commitment: bytes) -> bool:
@@ -593,13 +602,14 @@ class Web3Ledger(Ledger):
         return out
 
     def sync(self) -> int:
-        head = self._chain.head()
-        height = self._index.height
-        first = self._deploy_block if height is None else height + 1
-        if first <= head:
-            logs = self._chain.logs(self._address, first, head)
-            added = self._index.add(self._events_of_logs(logs), height=head)
-            log.debug("indexed %s new events up to block %s", added, head)
+        with self._guard:
+            head = self._chain.head()
+            height = self._index.height
+            first = self._deploy_block if height is None else height + 1
+            if first <= head:
+                logs = self._chain.logs(self._address, first, head)
+                added = self._index.add(self._events_of_logs(logs), height=head)
+                log.debug("indexed %s new events up to block %s", added, head)
         return head
 
     def events(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 
 import pytest
@@ -97,3 +98,38 @@ def test_index_query_of_10k_events_under_100_ms(tmp_path):
     assert index.count(EventKind.ATTESTATION, member="did:key:z6Mk0") > 0
     assert index.query(commitment="0x" + f"{123:064x}")[0].block == 30
     index.close()
+
+
+def test_handles_of_one_folder_write_from_threads(tmp_path):
+    # Sites of a simulation run their ledger calls in worker threads; the
+    # handles share one embedded chain, which must serialise them.
+    fed = _make_fed("embedded", tmp_path / "ledger", tmp_path)
+    errors: list[BaseException] = []
+
+    def work(handle, tag):
+        try:
+            for i in range(3):
+                handle.register_consent(digest(f"{tag}{i}"), 1, 0)
+                handle.is_member(DID_A)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=work, args=(h, t))
+        for h, t in ((fed.a, "a"), (fed.b, "b"), (fed.c, "c"))
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert errors == []
+        assert fed.a.count_events(EventKind.CONSENT_REGISTERED) == 9
+        assert {e.member for e in fed.c.events(EventKind.CONSENT_REGISTERED)} == {
+            DID_A,
+            DID_B,
+            DID_C,
+        }
+    finally:
+        for handle in (fed.a, fed.b, fed.c):
+            handle.close()
