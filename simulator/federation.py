@@ -5,7 +5,8 @@ hospitals are proposed by one founder and admitted once ``threshold`` members
 voted. The first founder is the federation's credential issuer: it issues each
 admitted site a membership credential with a Bitstring Status List entry, and
 anchors the status list's digest on the ledger so that every verifier uses the
-current list. Each site records an attestation of its software measurement,
+current list. Each site records an attestation of its software measurement
+(``node.governance.attestation``: signed evidence, digest on the ledger),
 registers its patients' consent as salted commitments, and later withdraws a
 consent or erases a patient (crypto-shredding: data and salt deleted, then the
 completed erasure logged).
@@ -18,7 +19,6 @@ holds one process-wide lock.
 from __future__ import annotations
 
 import hashlib
-import importlib.resources
 import json
 import logging
 import threading
@@ -36,7 +36,10 @@ from ledger import account_address, deploy_federation, new_account_key, open_led
 from ledger.api import EventKind, Ledger
 from ledger.commitments import commit, new_salt
 from ledger.errors import LedgerError
+from ml.model import ModelConfig
 from node.auth import MEMBERSHIP_CREDENTIAL, CredentialAuthorizer
+from node.governance.attestation import measure_software, record_attestation
+from node.governance.policy import example_policy
 from simulator.errors import RunFailed
 
 logger = logging.getLogger(__name__)
@@ -45,7 +48,6 @@ T = TypeVar("T")
 JCS = Cryptosuite.EDDSA_JCS_2022
 SITE_ROLE = "site"
 PURPOSE_TRAINING = 1  # the federation's purpose code for model training
-MEASURED_PACKAGES = ("common", "identity", "ledger", "ml", "node")
 
 
 class LockedLedger:
@@ -168,23 +170,6 @@ class SiteIdentity:
         return account_address(self.account_key)
 
 
-def software_measurement() -> bytes:
-    """SHA-256 over the Python sources of the packages a site runs.
-
-    Every ``.py`` file of :data:`MEASURED_PACKAGES`, in sorted path order, as
-    ``path NUL length NUL bytes``: a site running other code gets another digest.
-    """
-    digest = hashlib.sha256()
-    for package in MEASURED_PACKAGES:
-        root = importlib.resources.files(package)
-        with importlib.resources.as_file(root) as folder:
-            for path in sorted(Path(folder).rglob("*.py")):
-                data = path.read_bytes()
-                rel = path.relative_to(Path(folder).parent).as_posix()
-                digest.update(f"{rel}\0{len(data)}\0".encode() + data)
-    return digest.digest()
-
-
 class Federation:
     """The federation of one run: ledger, issuer, status list, sites.
 
@@ -193,6 +178,7 @@ class Federation:
         names: every site, in scenario order.
         founders: the founding sites' names.
         threshold: k, the votes needed to admit a member.
+        model_config: the architecture the sites train (part of the measurement).
     """
 
     def __init__(
@@ -201,6 +187,7 @@ class Federation:
         names: Sequence[str],
         founders: Sequence[str],
         threshold: int,
+        model_config: ModelConfig,
     ) -> None:
         self.lock = threading.Lock()
         self.ledger_dir = ledger_dir
@@ -213,7 +200,10 @@ class Federation:
         self.issuer = issuer.key  # the first founder issues credentials
         self.status_list = StatusList.create(self.issuer, "urn:paroma:sim:status:1")
         self.status_vc: dict[str, Any] = {}
-        self.measurement = software_measurement()
+        # Every site runs this very code: one measurement (node.governance's
+        # manifest of the packages, the model architecture and the policy).
+        self.policy = example_policy()
+        self.measurement = measure_software(self.policy, model_config)
 
     # ----- set-up ---------------------------------------------------------------------
 
@@ -311,17 +301,15 @@ class Federation:
         self.publish_status()
         logger.info("credential of site %s revoked", name)
 
-    def attest(self, name: str) -> None:
-        """Record the site's attestation of its software measurement."""
+    def attest(self, name: str, evidence_dir: Path) -> None:
+        """The site signs evidence of its software measurement and records it
+        on the ledger (``node.governance.attestation``)."""
         site = self.sites[name]
-        evidence = json.dumps(
-            {"subject": site.did, "measurement": self.measurement.hex()},
-            sort_keys=True,
-        ).encode()
-        evidence_digest = hashlib.sha256(evidence).digest()
+        path = evidence_dir / f"{name}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
         self.handle(name).call(
-            lambda led: led.record_attestation(
-                site.did, self.measurement, evidence_digest, True
+            lambda led: record_attestation(
+                led, site.key, self.measurement, self.policy, path
             )
         )
 

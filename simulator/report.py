@@ -361,9 +361,14 @@ def render_report(metrics: Mapping[str, Any]) -> str:
         ),
         "<h2>Faults injected and what happened</h2>",
         _table(
-            ["round", "fault", "what happened"],
+            ["round", "fault", "what was done", "what followed"],
             [
-                (f.get("round", ""), f.get("kind", ""), f.get("what", ""))
+                (
+                    f.get("round", ""),
+                    f.get("kind", ""),
+                    f.get("what", ""),
+                    f.get("outcome", ""),
+                )
                 for f in metrics.get("faults", [])
             ],
         )

@@ -170,6 +170,7 @@ class Simulation:
             self.names,
             [s.name for s in self.scenario.sites if s.founder],
             self.scenario.threshold,
+            self.config,
         )
         try:
             self._governance()
@@ -237,7 +238,7 @@ class Simulation:
     def _join_governance(self, name: str) -> None:
         """A newly admitted site attests and registers its patients' consent."""
         fed = self.federation
-        fed.attest(name)
+        fed.attest(name, self.out / "attestations")
         cohort = self.cohorts[self.index[name]]
         pseudonyms = cohort.pseudonyms
         count = max(2, round(self.scenario.consent_fraction * len(pseudonyms)))
@@ -404,7 +405,7 @@ class Simulation:
             train_steps=0,
             gossip_degree=max(1, min(6, len(self.names) - 1)),
             status_file=store / "status.json",
-            maintenance_s=0.5,
+            maintenance_s=1.0,
         )
         fed = self.federation
         return SimSiteNode(
@@ -600,10 +601,57 @@ class Simulation:
     # ----- events and faults ----------------------------------------------------------
 
     def _fault(self, round_: int, kind: str, what: str, **info: Any) -> dict[str, Any]:
-        record = {"round": round_, "kind": kind, "what": what, **info}
+        main = self.arms[0]
+        record = {
+            "round": round_,
+            "kind": kind,
+            "what": what,
+            **info,
+            # What the decentralized arm looked like when the fault began, so
+            # the outcome can be told at the end.
+            "refused_before": main.exchanges["refused"],
+            "failed_before": main.exchanges["failed"],
+            "consensus_before": main.consensus[-1] if main.consensus else None,
+        }
         self.faults.append(record)
         logger.info("round %s: %s: %s", round_, kind, what)
         return record
+
+    def _outcomes(self, dice_mean: dict[str, float], sites: dict[str, Any]) -> None:
+        """Add to each fault record, in words, what followed it."""
+        main = self.arms[0]
+        for i, record in enumerate(self.faults):
+            later = self.faults[i + 1 :]
+            kind = record["kind"]
+            refused = main.exchanges["refused"] - record["refused_before"]
+            failed = main.exchanges["failed"] - record["failed_before"]
+            end = main.consensus[-1] if main.consensus else math.nan
+            if kind == "revoke":
+                text = f"{refused} exchanges refused by the authorization afterwards"
+            elif kind == "crash":
+                text = (
+                    f"{failed} exchanges failed afterwards; the other sites "
+                    "kept training and averaging"
+                )
+            elif kind == "partition":
+                heal = next((f for f in later if f["kind"] == "heal"), None)
+                at_heal = heal["consensus_before"] if heal else end
+                text = (
+                    f"consensus distance {_g(record['consensus_before'])} before, "
+                    f"{_g(at_heal)} when it healed"
+                )
+            elif kind == "heal":
+                text = f"consensus distance {_g(end)} at the end of the run"
+            elif kind == "byzantine":
+                parts = [f"{r} {_g(v)}" for r, v in dice_mean.items()]
+                text = "final mean Dice of the honest sites: " + ", ".join(parts)
+            elif kind == "late_join":
+                dice = sites.get(record.get("site", ""), {}).get("dice", {})
+                parts = [f"{r} {_g(v)}" for r, v in dice.items()]
+                text = "its final Dice: " + ", ".join(parts)
+            else:
+                text = ""
+            record["outcome"] = text
 
     async def _events_at(self, round_: int) -> None:
         sc = self.scenario
@@ -844,6 +892,7 @@ class Simulation:
         )
         gap = spectral_gap(matrix, weights)
         d0 = main.consensus[0] if main.consensus else 0.0
+        self._outcomes(dice_mean, sites)
         erased_ok = all(consents[s].consents[p].salt is None for s, p, _ in self.erased)
         reads_after = sum(
             consents[s].reads.get(p, 0) - before for s, p, before in self.erased
@@ -893,6 +942,13 @@ class Simulation:
             "timings_s": self.timings,
             "wall_seconds": round(wall, 1),
         }
+
+
+def _g(value: float | None) -> str:
+    """A figure for a sentence: three significant digits, or n/a."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return f"{value:.3g}"
 
 
 def json_safe(value: Any) -> Any:

@@ -2,9 +2,11 @@
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
+import simulator
 from simulator.cli import main
 
 pytestmark = pytest.mark.slow
@@ -62,3 +64,42 @@ def test_quick_scenario_runs_and_reports(tmp_path, capsys):
     assert "Ledger audit trail" in page and "aurora" in page
     assert (out / "ledger" / "chain.sqlite").is_file()
     assert metrics["wall_seconds"] > 0
+
+
+def test_every_fault_with_a_tiny_model(tmp_path):
+    # The shipped faults scenario, but a tiny model and 2 local steps: the
+    # fault mechanics, not the accuracy, are under test.
+    text = (
+        (Path(simulator.__file__).parent / "scenarios" / "faults.toml")
+        .read_text()
+        .replace("local_steps = 10", 'local_steps = 2\nmodel = "tiny"')
+    )
+    scenario = tmp_path / "faults-tiny.toml"
+    scenario.write_text(text)
+    out = tmp_path / "run"
+    assert main(["run", str(scenario), "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+
+    faults = {f["kind"]: f for f in metrics["faults"]}
+    assert set(faults) == {
+        "crash",
+        "restart",
+        "partition",
+        "heal",
+        "late_join",
+        "revoke",
+    }
+    assert "resumed from its round" in faults["restart"]["what"]
+    assert faults["revoke"]["outcome"].split()[0] != "0"  # some were refused
+    assert metrics["exchanges"]["decentralized"]["refused"] >= 1
+    admitted = [e for e in metrics["governance"] if e["kind"] == "admitted"]
+    assert {e["site"]: e["round"] for e in admitted} == {
+        "delta": 0,
+        "echo": 0,
+        "foxtrot": 3,
+    }
+    assert metrics["ledger_events"]["member_admitted"] == 6
+    assert metrics["ledger_events"]["status_list_published"] >= 3
+    history = metrics["dice_history"]["regimes"]["decentralized"]["foxtrot"]
+    assert history[:3] == [None, None, None] and history[-1] is not None
+    assert metrics["sites"]["foxtrot"]["joined"]
