@@ -134,23 +134,78 @@ class EmbeddedChain(Chain):
         # tx hash of each journaled block, index = block number - 1
         self._hashes: list[str] = []
         self._last_ts = GENESIS_TIMESTAMP
+        self._journal.execute(
+            "CREATE TABLE IF NOT EXISTS snapshot (key BLOB PRIMARY KEY, value BLOB)"
+        )
+        self._journal.execute(
+            "CREATE TABLE IF NOT EXISTS snapshot_head (blocks INTEGER NOT NULL)"
+        )
+        self._snapshot_blocks = 0  # journal blocks covered by the saved snapshot
         started = time.perf_counter()
         rows = self._journal.execute(
             "SELECT number, timestamp, raw FROM blocks ORDER BY number"
         ).fetchall()
-        for number, ts, raw in rows:
-            if number != len(self._hashes) + 1:
+        for expected, (number, _, _) in enumerate(rows, start=1):
+            if number != expected:
                 raise LedgerConfigError(
-                    f"{folder}/chain.sqlite: block {number} missing"
+                    f"{folder}/chain.sqlite: block {expected} missing"
                 )
+        skip = self._load_snapshot(len(rows))
+        for _, ts, raw in rows[:skip]:
+            self._hashes.append("0x" + keccak(bytes(raw)).hex())
+            self._last_ts = int(ts)
+        for _, ts, raw in rows[skip:]:
             self._mine(bytes(raw), int(ts))
         if rows:
             log.info(
-                "replayed %s blocks of %s in %.2f s",
-                len(rows),
+                "opened %s: %s blocks from the snapshot, %s replayed, in %.2f s",
                 folder,
+                skip,
+                len(rows) - skip,
                 time.perf_counter() - started,
             )
+
+    def _load_snapshot(self, journal_blocks: int) -> int:
+        """Restore the saved state database; returns how many blocks it covers.
+
+        Why a snapshot: replaying the journal runs every transaction in
+        py-evm again, 10-50 a second; loading the key-value store of the
+        trie is a table read. The journal stays the source of truth: a
+        snapshot that does not match it is ignored and the journal replayed.
+        """
+        from eth.db.atomic import AtomicDB
+        from eth.db.backends.memory import MemoryDB
+
+        row = self._journal.execute("SELECT blocks FROM snapshot_head").fetchone()
+        if row is None or not 0 < int(row[0]) <= journal_blocks:
+            return 0
+        kv = dict(self._journal.execute("SELECT key, value FROM snapshot"))
+        chain = type(self._backend.chain)(AtomicDB(MemoryDB(kv)))
+        if chain.get_canonical_head().block_number != int(row[0]):
+            log.warning(
+                "%s: snapshot does not match the journal; replaying", self.folder
+            )
+            return 0
+        self._backend.chain = chain
+        self._snapshot_blocks = int(row[0])
+        return self._snapshot_blocks
+
+    def save_snapshot(self) -> None:
+        """Save the state database, if blocks were mined since the last save."""
+        with self.lock:
+            if self.head() == self._snapshot_blocks:
+                return
+            kv = self._backend.chain.chaindb.db.wrapped_db.kv_store
+            with self._journal:  # one transaction: all or nothing
+                self._journal.execute("DELETE FROM snapshot")
+                self._journal.execute("DELETE FROM snapshot_head")
+                self._journal.executemany(
+                    "INSERT INTO snapshot VALUES (?, ?)", list(kv.items())
+                )
+                self._journal.execute(
+                    "INSERT INTO snapshot_head VALUES (?)", (self.head(),)
+                )
+            self._snapshot_blocks = self.head()
 
     def _mine(self, raw: bytes, ts: int) -> str:
         # Why set the pending header's timestamp before applying: the EVM sees
@@ -222,6 +277,7 @@ class EmbeddedChain(Chain):
 
     def close(self) -> None:
         with self.lock:
+            self.save_snapshot()
             self._journal.close()
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
+import sqlite3
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +15,7 @@ from ledger import EventKind, account_address, deploy_federation, open_ledger
 from ledger.errors import LedgerConfigError
 from ledger.index import EventIndex
 
-from .conftest import DID_A, DID_B, DID_C, _make_fed
+from .conftest import DID_A, DID_B, DID_C, Fed, _make_fed
 
 
 def digest(text: str) -> bytes:
@@ -133,3 +136,49 @@ def test_handles_of_one_folder_write_from_threads(tmp_path):
     finally:
         for handle in (fed.a, fed.b, fed.c):
             handle.close()
+
+
+def _close_all(fed: Fed) -> None:
+    for handle in (fed.a, fed.b, fed.c):
+        handle.close()
+
+
+def test_stale_or_wrong_snapshot_falls_back_to_the_journal(tmp_path):
+    fed = _make_fed("embedded", tmp_path / "ledger", tmp_path)
+    fed.a.register_consent(digest("first"), 1, 0)
+    _close_all(fed)
+    folder = Path(fed.spec)
+    journal = folder / "chain.sqlite"
+    shutil.copy(journal, tmp_path / "old.sqlite")  # snapshot of session one
+
+    again = open_ledger(fed.spec, account_key=fed.keys[DID_B])
+    again.register_consent(digest("second"), 2, 0)
+    expected = again.events()
+    again.close()
+
+    # A crash before close leaves the last snapshot behind the journal:
+    # put session one's snapshot back, so reopening must replay the tail.
+    with sqlite3.connect(journal) as db:
+        db.execute("ATTACH ? AS old", (str(tmp_path / "old.sqlite"),))
+        db.execute("DELETE FROM snapshot")
+        db.execute("INSERT INTO snapshot SELECT * FROM old.snapshot")
+        db.execute("DELETE FROM snapshot_head")
+        db.execute("INSERT INTO snapshot_head SELECT * FROM old.snapshot_head")
+    (folder / "index.sqlite").unlink()
+    reopened = open_ledger(fed.spec)
+    try:
+        assert reopened.events() == expected
+        assert reopened.consent_active(digest("second"))
+    finally:
+        reopened.close()
+
+    # A snapshot that claims more blocks than its state holds is ignored.
+    with sqlite3.connect(journal) as db:
+        db.execute("UPDATE snapshot_head SET blocks = blocks - 1")
+    reopened = open_ledger(fed.spec, account_key=fed.keys[DID_C])
+    try:
+        assert reopened.events() == expected
+        reopened.register_consent(digest("third"), 3, 0)  # the chain goes on
+        assert reopened.consent_active(digest("first"))
+    finally:
+        reopened.close()
