@@ -70,6 +70,9 @@ class GovernedTrainer:
             returns becomes round + 1); None counts calls instead.
         observer: called with the case id after each consented read (tests
             and audit instrumentation).
+        admitted_peers: returns how many peers are admitted now (the
+            daemon's ``len(node.admitted_peers())``); below the policy's
+            ``peers.min_peers`` the trainer takes no step. None: not checked.
     """
 
     def __init__(
@@ -83,12 +86,14 @@ class GovernedTrainer:
         seed: int = 0,
         current_round: Callable[[], int] | None = None,
         observer: Callable[[CaseId], None] | None = None,
+        admitted_peers: Callable[[], int] | None = None,
     ) -> None:
         self.registry = registry
         self.policy = policy
         self.model_config = model_config
         self.observer = observer
         self.current_round = current_round
+        self.admitted_peers = admitted_peers
         self._calls = 0
         self._rng = np.random.default_rng(seed)
         self._dataset = CaseDataset([], spacing=spacing, patch=patch)
@@ -127,6 +132,15 @@ class GovernedTrainer:
         self._sync()
         self._save_before_first_use(state)
         self._read = set()
+        if self.admitted_peers is not None:
+            peers = self.admitted_peers()
+            if peers < self.policy.peers.min_peers:
+                logger.info(
+                    "not training: %d admitted peers, the policy needs %d",
+                    peers,
+                    self.policy.peers.min_peers,
+                )
+                steps = 0
         for _ in range(steps):
             if not self._step():
                 break

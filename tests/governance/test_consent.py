@@ -142,3 +142,21 @@ def test_first_use_checkpoint_and_usage(fed, phantoms):
     from ml.weights import model_digest
 
     assert use["digest"] == model_digest(out).hex()
+
+
+def test_no_training_below_min_peers(fed, phantoms):
+    gov = fed.gov(0)
+    gov.register_consent("PSN-0", *phantoms[0])
+    peers = {"n": 0}
+    policy = gov.policy
+    gov._policy = replace(policy, peers=replace(policy.peers, min_peers=2))
+    reads = []
+    trainer = gov.trainer(
+        patch=PATCH, observer=reads.append, admitted_peers=lambda: peers["n"]
+    )
+    state = initial_state()
+    out = trainer.train(state, 2)
+    assert reads == [] and all((out[k] == state[k]).all() for k in state)
+    peers["n"] = 2
+    trainer.train(state, 1)
+    assert reads
