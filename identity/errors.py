@@ -15,7 +15,9 @@
             ├── KeystoreCorrupt        a keystore file is damaged (never rewritten)
             ├── KeystoreExists         ``create`` over an existing keystore
             ├── KeystoreMissing        ``open`` where no keystore is
-            └── CredentialNotFound     no stored credential has that id
+            ├── CredentialNotFound     no stored credential has that id
+            ├── SecretNotFound         no sealed secret has that name
+            └── SecretExists           ``put_secret`` over a stored secret
 
 Messages name the input and what was expected; none carries a key, a seed or a
 passphrase.
@@ -84,3 +86,11 @@ class KeystoreMissing(KeystoreError):
 
 class CredentialNotFound(KeystoreError):
     """No credential with the given id is stored in the keystore."""
+
+
+class SecretNotFound(KeystoreError):
+    """No sealed secret with the given name is stored in the keystore."""
+
+
+class SecretExists(KeystoreError):
+    """A sealed secret with that name is already stored (and was kept)."""

@@ -4,12 +4,15 @@ Layout::
 
     DIR/key.json                 KDF parameters, passphrase check, sealed seed
     DIR/credentials/<id>.json    one sealed credential each
+    DIR/secrets/<name>.json      one sealed named secret each (e.g. the
+                                 site's ledger account key)
 
 The passphrase is stretched with scrypt (RFC 7914; N=2**15, r=8, p=1: about
 32 MiB and 0.1 s, the interactive-login setting of the scrypt paper) into a
 256-bit key. Each secret is sealed with AES-256-GCM (NIST SP 800-38D) under a
-fresh 96-bit nonce, with the file's role as associated data so sealed blobs
-cannot be swapped between files. A separate check value, derived from the key
+fresh 96-bit nonce, with the file's role (and the credential's id or the
+secret's name) as associated data so sealed blobs cannot be swapped between
+files. A separate check value, derived from the key
 by SHA-256, tells a wrong passphrase (check differs) from a damaged file
 (check matches, tag fails): the former is refused, the latter reported, and
 neither rewrites anything. Every write is atomic: temp file, fsync, rename,
@@ -40,6 +43,8 @@ from identity.errors import (
     KeystoreExists,
     KeystoreMissing,
     MalformedDocument,
+    SecretExists,
+    SecretNotFound,
     WrongPassphrase,
 )
 from identity.keys import SigningKey
@@ -48,11 +53,14 @@ logger = logging.getLogger(__name__)
 
 KEY_FILE = "key.json"
 CREDENTIALS_DIR = "credentials"
+SECRETS_DIR = "secrets"
 FORMAT_VERSION = 1
 SCRYPT_N = 2**15
 SCRYPT_R = 8
 SCRYPT_P = 1
 _ID_PATTERN = re.compile(r"^[0-9a-f]{16}$")
+_SECRET_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+MAX_SECRET_BYTES = 64 * 1024
 
 
 def credential_id(credential: dict[str, Any]) -> str:
@@ -192,6 +200,68 @@ class Keystore:
         path.unlink()
         _fsync_dir(path.parent)
 
+    def put_secret(self, name: str, value: bytes, *, replace: bool = False) -> None:
+        """Seal a named secret (a key that is not the DID key) into the keystore.
+
+        The value is sealed like the seed, under the keystore's AES-GCM key,
+        with the name as associated data (a sealed file renamed to another
+        secret's name fails its tag).
+
+        Args:
+            name: 1-64 characters, lowercase letters, digits, ``-`` and ``_``,
+                starting with a letter or digit (it becomes a file name).
+            value: the secret, 1 byte to 64 KiB.
+            replace: overwrite a stored secret of that name (default: refuse,
+                so a second ``init`` cannot silently lose a key).
+
+        Raises:
+            SecretNotFound: ``name`` is not a valid secret name.
+            MalformedDocument: ``value`` is not bytes of 1 B to 64 KiB.
+            SecretExists: a secret of that name is stored and ``replace`` is False.
+        """
+        path = self._secret_path(name)
+        if not isinstance(value, bytes | bytearray) or not (
+            0 < len(value) <= MAX_SECRET_BYTES
+        ):
+            raise MalformedDocument(
+                f"secret {name!r}: expected 1 to {MAX_SECRET_BYTES} bytes"
+            )
+        if path.exists() and not replace:
+            raise SecretExists(f"secret {name!r} is already stored in {self.path}")
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        sealed = _seal(self._key, bytes(value), _secret_aad(name))
+        _atomic_write(path, _dump({"version": FORMAT_VERSION, "secret": sealed}))
+        logger.info("stored secret %s", name)
+
+    def get_secret(self, name: str) -> bytes:
+        """The stored secret ``name``; SecretNotFound if absent."""
+        path = self._secret_path(name)
+        if not path.exists():
+            raise SecretNotFound(f"no secret {name!r} in {self.path}")
+        document = _load_json(path)
+        if document.get("version") != FORMAT_VERSION or "secret" not in document:
+            raise KeystoreCorrupt(f"{path} is damaged (no sealed secret)")
+        return _open_sealed(self._key, document["secret"], _secret_aad(name), path)
+
+    def has_secret(self, name: str) -> bool:
+        """True if a secret named ``name`` is stored (it is not opened)."""
+        return self._secret_path(name).exists()
+
+    def delete_secret(self, name: str) -> None:
+        """Remove the stored secret ``name``; SecretNotFound if absent."""
+        path = self._secret_path(name)
+        if not path.exists():
+            raise SecretNotFound(f"no secret {name!r} in {self.path}")
+        path.unlink()
+        _fsync_dir(path.parent)
+
+    def _secret_path(self, name: str) -> Path:
+        if not isinstance(name, str) or not _SECRET_NAME.match(name):
+            raise SecretNotFound(
+                f"{name!r} is not a secret name (1-64 of a-z, 0-9, '-', '_')"
+            )
+        return self.path / SECRETS_DIR / f"{name}.json"
+
     def _credential_path(self, cid: str) -> Path:
         if not isinstance(cid, str) or not _ID_PATTERN.match(cid):
             raise CredentialNotFound(f"{cid!r} is not a credential id (16 hex digits)")
@@ -200,6 +270,10 @@ class Keystore:
 
 def _aad(cid: str) -> bytes:
     return f"paroma-keystore:credential:{cid}".encode()
+
+
+def _secret_aad(name: str) -> bytes:
+    return f"paroma-keystore:secret:{name}".encode()
 
 
 def _derive(passphrase: str, salt: bytes, n: int) -> bytes:
