@@ -3,9 +3,11 @@ staff credentials from the site, phantoms of 32^3 voxels."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -14,7 +16,13 @@ from identity.credentials import issue_credential, make_credential
 from identity.keys import SigningKey
 from identity.proofs import Cryptosuite
 from identity.status_list import StatusList
-from ledger import account_address, deploy_federation, new_account_key, open_ledger
+from ledger import (
+    Ledger,
+    account_address,
+    deploy_federation,
+    new_account_key,
+    open_ledger,
+)
 from ml.model import ModelConfig
 from ml.phantom import generate_phantom, write_phantom_nifti
 from node.governance.policy import Policy, example_policy
@@ -30,7 +38,7 @@ def _one_thread():
 
 
 @pytest.fixture(scope="session")
-def phantoms(tmp_path_factory) -> list[tuple[Path, Path]]:
+def phantoms(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Path, Path]]:
     """Four phantom scans with labels (NIfTI), written once."""
     folder = tmp_path_factory.mktemp("phantoms")
     return [
@@ -43,11 +51,11 @@ def phantoms(tmp_path_factory) -> list[tuple[Path, Path]]:
 class Fed:
     root: Path
     keys: list[SigningKey]
-    ledgers: list
+    ledgers: list[Ledger]
     govs: list[SiteGovernance] = field(default_factory=list)
     staff_status: StatusList | None = None
 
-    def gov(self, site: int, policy: Policy | None = None, **kw) -> SiteGovernance:
+    def gov(self, site: int, policy: Policy | None = None, **kw: Any) -> SiteGovernance:
         gov = SiteGovernance(
             self.root / f"site{site}" / "governance",
             policy or example_policy(),
@@ -62,7 +70,7 @@ class Fed:
 
 
 @pytest.fixture
-def fed(tmp_path) -> Fed:
+def fed(tmp_path: Path) -> Iterator[Fed]:
     keys = [SigningKey.generate() for _ in range(3)]
     accounts = [new_account_key() for _ in keys]
     founders = [
@@ -92,7 +100,7 @@ def staff_credential(
     index: int | None = None,
     valid_for: timedelta = timedelta(days=1),
     type_: str = "StaffRoleCredential",
-) -> dict:
+) -> dict[str, Any]:
     now = datetime.now(UTC)
     unsigned = make_credential(
         issuer.did,
@@ -108,5 +116,5 @@ def staff_credential(
     return issue_credential(unsigned, issuer, cryptosuite=JCS)
 
 
-def with_policy(policy: Policy, **sections) -> Policy:
+def with_policy(policy: Policy, **sections: Any) -> Policy:
     return replace(policy, **sections)

@@ -7,6 +7,7 @@ import shutil
 import warnings
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import trio
@@ -35,7 +36,7 @@ from .conftest import JCS
 PLACEHOLDER = bytes(32)
 
 
-def changed_roots(tmp_path):
+def changed_roots(tmp_path: Path) -> dict[str, Path]:
     """The installed packages, with one source file of ``common`` changed."""
     roots = package_roots()
     copy = tmp_path / "tree" / "common"

@@ -36,7 +36,8 @@ def test_attested_sites_appear_with_aggregate_metadata(fed, phantoms):
     a.withdraw_consent("PSN-C1")
     a.publish_catalogue()
     offers = {o.site: o for o in list_offers(fed.ledgers[2])}
-    assert offers[a.did].metadata["consented_scans"] == 1
+    meta = offers[a.did].metadata
+    assert meta is not None and meta["consented_scans"] == 1
     path = Path(offers[a.did].uri.removeprefix("file://"))
     path.write_text(json.dumps({"consented_scans": 10_000}))
     assert (

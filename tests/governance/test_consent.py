@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+import torch
 
 from ledger.api import EventKind
 from ledger.commitments import verify_commitment
@@ -15,7 +16,7 @@ from node.governance.registry import ConsentState
 from .conftest import PATCH
 
 
-def initial_state():
+def initial_state() -> dict[str, torch.Tensor]:
     return build_model(ModelConfig.tiny()).state_dict()
 
 
@@ -68,7 +69,7 @@ def test_training_never_reads_a_case_without_consent(fed, phantoms):
     withdrawn = gov.registry.find("PSN-1").case_id
     kept = {gov.registry.find(f"PSN-{i}").case_id for i in (0, 2)}
     reads: list[str] = []
-    state = {"step_of_withdrawal": None}
+    state: dict[str, int | None] = {"step_of_withdrawal": None}
 
     def observer(case_id):
         reads.append(case_id)
@@ -119,7 +120,7 @@ def test_retention_and_purpose_exclude_cases(fed, phantoms):
         )
     policy = gov.policy
     short = replace(policy, retention=replace(policy.retention, scan_days=365))
-    reads = []
+    reads: list[str] = []
     trainer = gov.trainer(patch=PATCH, observer=reads.append)
     trainer.policy = short
     trainer.train(initial_state(), 3)
@@ -150,7 +151,7 @@ def test_no_training_below_min_peers(fed, phantoms):
     peers = {"n": 0}
     policy = gov.policy
     gov._policy = replace(policy, peers=replace(policy.peers, min_peers=2))
-    reads = []
+    reads: list[str] = []
     trainer = gov.trainer(
         patch=PATCH, observer=reads.append, admitted_peers=lambda: peers["n"]
     )

@@ -69,7 +69,7 @@ def test_erasure_leaves_nothing_and_is_logged(fed, phantoms, tmp_path):
     assert [m["round"] for m in report.models_seen] == [5]
     assert report.to_json()["deleted_files"] == 3
     # the trainer never reads it again, and erasing twice is refused
-    reads = []
+    reads: list[str] = []
     trainer.observer = reads.append
     trainer.train(build_model(ModelConfig.tiny()).state_dict(), 2)
     assert case_id not in reads
@@ -94,7 +94,7 @@ def test_retrain_without_restores_the_pre_use_checkpoint(fed, phantoms):
 
     with pytest.raises(GovernanceError, match="withdraw"):
         retrain_without(trainer, gov.registry, record_b)
-    reads = []
+    reads: list[str] = []
     trainer.observer = reads.append
     report = gov.erase("PSN-B", retrain=True)
     retrained = report.retrained

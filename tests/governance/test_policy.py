@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import tomllib
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import tomli_w
@@ -20,7 +22,7 @@ from node.governance.policy import (
 )
 
 
-def raw() -> dict:
+def raw() -> dict[str, Any]:
     return tomllib.loads(example_policy_text())
 
 
@@ -34,8 +36,8 @@ def test_example_policy_reads():
     assert policy.peers.credentials == ("MembershipCredential",)
 
 
-def _set(path, value):
-    def change(d):
+def _set(path: str, value: object) -> Callable[[dict[str, Any]], None]:
+    def change(d: dict[str, Any]) -> None:
         *head, last = path.split(".")
         for part in head:
             d = d[part]

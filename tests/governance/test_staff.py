@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import trio
@@ -22,14 +23,17 @@ from .conftest import JCS, staff_credential
 class Staff:
     """A site with an admin server and a revocation list for its staff."""
 
-    def __init__(self, fed):
+    client: AdminClient
+    server: AdminServer
+
+    def __init__(self, fed: Any) -> None:
         self.fed = fed
         self.site_key = fed.keys[0]
         self.status = StatusList.create(self.site_key, "urn:paroma:staff-status:1")
         self.status_vc = self.status.to_credential(self.site_key, cryptosuite=JCS)
         self.gov = fed.gov(0, status_lists=lambda: [self.status_vc])
 
-    def member(self, role, **kw):
+    def member(self, role: str, **kw: Any) -> tuple[SigningKey, dict[str, Any], int]:
         key = SigningKey.generate()
         issuer = kw.pop("issuer", self.site_key)
         index = self.status.allocate()
@@ -37,13 +41,22 @@ class Staff:
         vc = staff_credential(issuer, key, role, status=status, index=index, **kw)
         return key, vc, index
 
-    def revoke(self, index):
+    def revoke(self, index: int) -> None:
         self.status.revoke(index)
         self.status_vc = self.status.to_credential(self.site_key, cryptosuite=JCS)
 
 
-async def call(client, action, key, vc, params, *, domain=None, challenge=None):
-    def run():
+async def call(
+    client: AdminClient,
+    action: str,
+    key: SigningKey,
+    vc: dict[str, Any],
+    params: dict[str, Any],
+    *,
+    domain: str | None = None,
+    challenge: str | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    def run() -> tuple[dict[str, Any], dict[str, Any]]:
         c, d = client.challenge()
         vp = create_presentation(
             [vc], key, challenge=challenge or c, domain=domain or d, cryptosuite=JCS
