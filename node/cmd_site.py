@@ -18,7 +18,13 @@ import trio
 
 from common.cli import EXIT_FAILED, EXIT_OK, print_json
 from identity.keystore import Keystore
-from node.config import CONFIG_FILE, default_config, load_config, parse_config
+from node.config import (
+    CONFIG_FILE,
+    LEDGER_ACCOUNT_SECRET,
+    default_config,
+    load_config,
+    parse_config,
+)
 from node.errors import ConfigInvalid, NodeError, StoreCorrupt
 from node.peer_identity import peer_id_from_did
 from node.site import load_extensions, open_site
@@ -86,18 +92,18 @@ def cmd_init(args: argparse.Namespace) -> int:
     passphrase = _passphrase(confirm=True)
     folder.mkdir(parents=True, exist_ok=True)
     keystore = Keystore.create(config.keystore, passphrase)
-    from ledger import new_account_key
+    from ledger import account_address, new_account_key
 
-    # The ledger account key signs the site's ledger writes; readable by the
-    # service account only (the DID key stays in the encrypted keystore).
-    fd = os.open(config.ledger_account_key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as handle:
-        handle.write(new_account_key().hex() + "\n")
+    # The ledger account key signs the site's ledger writes. Like the DID key
+    # it is sealed in the keystore under the passphrase, never written in clear.
+    account_key = new_account_key()
+    keystore.put_secret(LEDGER_ACCOUNT_SECRET, account_key)
     config.status_lists.mkdir(exist_ok=True)
     config_path.write_text(tomli_w.dumps(document), encoding="utf-8")
     did = keystore.did
     print(f"site DID: {did}")
     print(f"peer ID:  {peer_id_from_did(did)}")
+    print(f"ledger account: {account_address(account_key)}")
     print(f"config:   {config_path}")
     return EXIT_OK
 

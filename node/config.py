@@ -19,6 +19,8 @@ from node.errors import ConfigInvalid
 
 CONFIG_FILE = "node.toml"
 DEFAULT_PORT = 4001
+LEDGER_ACCOUNT_SECRET = "ledger-account"  # noqa: S105 (a name, not a secret)
+"""Name of the site's ledger account key (secp256k1) among the keystore's secrets."""
 
 
 @dataclass(frozen=True)
@@ -28,14 +30,14 @@ class SiteConfig:
     Attributes:
         folder: the site folder (holds ``node.toml``).
         name: a display name for the site (no personal data).
-        keystore: the encrypted keystore folder (DID key and credentials).
+        keystore: the encrypted keystore folder (DID key, credentials, and the
+            ledger account key as the secret ``LEDGER_ACCOUNT_SECRET``).
         store: the store folder (SQLite, checkpoints, status file).
         data: the training data folder (may not exist: averaging only).
         n_samples: the averaging weight when the site does not train.
         listen: multiaddr to listen on.
         bootstrap: multiaddrs with ``/p2p/`` of peers to dial at start.
         ledger_spec: embedded ledger folder or JSON-RPC URL.
-        ledger_account_key: file with the ledger account's hex secp256k1 key.
         contract_address: the federation contract (rpc ledgers).
         issuer_dids: DIDs allowed to issue membership credentials.
         status_lists: folder of issuers' status list credentials (JSON).
@@ -55,7 +57,6 @@ class SiteConfig:
     listen: str
     bootstrap: tuple[str, ...]
     ledger_spec: str
-    ledger_account_key: Path
     contract_address: str | None
     issuer_dids: tuple[str, ...]
     status_lists: Path
@@ -100,7 +101,6 @@ def default_config(
         "network": {"listen": listen, "bootstrap": list(bootstrap)},
         "ledger": {
             "spec": ledger,
-            "account_key_file": "ledger-account.key",
             "contract_address": "",
         },
         "federation": {"issuer_dids": list(issuers), "status_lists": "status-lists"},
@@ -231,6 +231,13 @@ def parse_config(document: dict[str, Any], folder: Path) -> SiteConfig:
         step_timeout_s=averaging.number("timeout_s", 30.0, minimum=0.1),
         retries=averaging.integer("retries", 2),
     )
+    if "account_key_file" in ledger.values:
+        # The key once lay in clear in this file; it is sealed in the keystore
+        # now, and a stale field must not suggest otherwise.
+        raise ConfigInvalid(
+            "config field 'ledger.account_key_file' is no longer read: the ledger "
+            "account key is sealed in the keystore (remove the field and the file)"
+        )
     policy_file = policy.string("file", "")
     contract = ledger.string("contract_address", "")
     return SiteConfig(
@@ -243,8 +250,6 @@ def parse_config(document: dict[str, Any], folder: Path) -> SiteConfig:
         listen=listen,
         bootstrap=bootstrap,
         ledger_spec=ledger.string("spec", ""),
-        ledger_account_key=folder
-        / ledger.string("account_key_file", "ledger-account.key"),
         contract_address=contract or None,
         issuer_dids=issuers,
         status_lists=folder / federation.string("status_lists", "status-lists"),

@@ -21,7 +21,7 @@ from identity.keys import SigningKey
 from identity.keystore import Keystore
 from ml.model import ModelConfig, build_model
 from node.auth import Authorizer, CredentialAuthorizer, MembershipLedger
-from node.config import SiteConfig
+from node.config import LEDGER_ACCOUNT_SECRET, SiteConfig
 from node.daemon import ModelLedger, SiteNode, TrainingProvider
 from node.errors import ConfigInvalid
 
@@ -99,22 +99,18 @@ class OpenedSite:
     ledger: SiteLedger
 
 
-def open_ledger_for(config: SiteConfig) -> SiteLedger:
-    """Open the federation ledger named in the config, with the site's account."""
+def open_ledger_for(config: SiteConfig, account_key: bytes | None) -> SiteLedger:
+    """Open the federation ledger named in the config with the site's account.
+
+    Args:
+        config: the checked config (``ledger.spec``, ``ledger.contract_address``).
+        account_key: the site's ledger account key, from its keystore (None:
+            read-only, the site's writes such as model provenance then fail).
+    """
     from ledger import open_ledger
 
     if not config.ledger_spec:
         raise ConfigInvalid("config field 'ledger.spec' is empty (folder or URL)")
-    account_key: bytes | None = None
-    if config.ledger_account_key.exists():
-        try:
-            account_key = bytes.fromhex(
-                config.ledger_account_key.read_text(encoding="ascii").strip()
-            )
-        except ValueError as exc:
-            raise ConfigInvalid(
-                "config field 'ledger.account_key_file' does not hold a hex key"
-            ) from exc
     ledger: SiteLedger = open_ledger(
         config.ledger_spec,
         account_key=account_key,
@@ -141,7 +137,16 @@ def open_site(
     credentials = [c for _, c in keystore.list_credentials()]
     if not config.issuer_dids:
         raise ConfigInvalid("config field 'federation.issuer_dids' is empty")
-    ledger = open_ledger_for(config)
+    account_key: bytes | None = None
+    if keystore.has_secret(LEDGER_ACCOUNT_SECRET):
+        account_key = keystore.get_secret(LEDGER_ACCOUNT_SECRET)
+    else:
+        logger.warning(
+            "no ledger account key in the keystore at %s: the ledger is read-only "
+            "and model provenance will not be recorded",
+            config.keystore,
+        )
+    ledger = open_ledger_for(config, account_key)
     authorizer: Authorizer = CredentialAuthorizer(
         key,
         credentials,

@@ -1,5 +1,6 @@
 """``paroma-node init | start | status`` end to end, on an embedded ledger."""
 
+import base64
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ from identity.status_list import StatusList, status_list_digest
 from ledger import account_address, deploy_federation, new_account_key
 from node.auth import MEMBERSHIP_CREDENTIAL
 from node.cli import main
+from node.config import LEDGER_ACCOUNT_SECRET
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +34,7 @@ def _federate(site: Path, ledger_dir: Path) -> str:
     issuer = SigningKey.generate()
     issuer_account = new_account_key()
     keystore = Keystore.open(site / "keystore", PASSPHRASE)
-    site_account = bytes.fromhex((site / "ledger-account.key").read_text().strip())
+    site_account = keystore.get_secret(LEDGER_ACCOUNT_SECRET)
     founders = [
         (issuer.did, account_address(issuer_account), ("issuer",)),
         (keystore.did, account_address(site_account), ("site",)),
@@ -60,6 +62,23 @@ def _federate(site: Path, ledger_dir: Path) -> str:
     return issuer.did
 
 
+def _assert_not_in_clear(folder: Path, secret: bytes) -> None:
+    """No file under ``folder`` holds ``secret`` raw, in hex or in base64."""
+    spellings = [
+        secret,
+        secret.hex().encode(),
+        secret.hex().upper().encode(),
+        base64.b64encode(secret),
+        base64.urlsafe_b64encode(secret).rstrip(b"="),
+    ]
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    assert files
+    for path in files:
+        data = path.read_bytes()
+        for spelling in spellings:
+            assert spelling not in data, f"{path} holds a secret in clear"
+
+
 def _status(site: Path, capsys: Any) -> tuple[int, dict[str, Any]]:
     code = main(["status", "--dir", str(site), "--json"])
     return code, json.loads(capsys.readouterr().out)
@@ -73,8 +92,16 @@ def test_init_start_status_stop(tmp_path, monkeypatch, capsys):
     assert (
         main([*args, "--issuer", issuer_placeholder, "--ledger", str(ledger_dir)]) == 0
     )
-    assert "site DID: did:key:z6Mk" in capsys.readouterr().out
-    assert oct((site / "ledger-account.key").stat().st_mode & 0o777) == "0o600"
+    out = capsys.readouterr().out
+    assert "site DID: did:key:z6Mk" in out
+    # The ledger account key is sealed in the keystore: its address is
+    # printed (the federation votes it in), the key is nowhere in clear.
+    keystore = Keystore.open(site / "keystore", PASSPHRASE)
+    account_key = keystore.get_secret(LEDGER_ACCOUNT_SECRET)
+    assert len(account_key) == 32
+    assert f"ledger account: {account_address(account_key)}" in out
+    _assert_not_in_clear(site, account_key)
+    _assert_not_in_clear(site, keystore.signing_key.seed)
     # A second init refuses to overwrite the site.
     assert main([*args]) == 2
     assert "already exists" in capsys.readouterr().err
@@ -127,6 +154,9 @@ def test_init_start_status_stop(tmp_path, monkeypatch, capsys):
         out, err = daemon.communicate(timeout=30)
     assert daemon.returncode == 0, err.decode()[-2000:]
     assert b"checkpoint saved" in out
+    # Running the site wrote its store, status and index: still nothing in clear.
+    _assert_not_in_clear(site, account_key)
+    assert account_key.hex().encode() not in out + err
     code, status = _status(site, capsys)
     assert code == 1 and status["running"] is False
     assert (site / "store" / "checkpoints" / "round-000000.safetensors").exists()

@@ -69,6 +69,8 @@ def test_default_config_parses(tmp_path):
         ("training", "model", "huge", "training.model"),
         ("site", "n_samples", 0, "site.n_samples"),
         ("ledger", "spec", 5, "ledger.spec"),
+        # The ledger account key once lay in clear in this file: refused.
+        ("ledger", "account_key_file", "ledger-account.key", "ledger.account_key_file"),
         ("extensions", "modules", [1], "extensions.modules"),
     ],
 )
