@@ -324,7 +324,8 @@ function drawGraph() {
     const line2 = svg("text", { x: 8, y: 32 });
     line2.textContent = "by " + m.recorded_by.map((d) => state.labels.get(d) || short(d)).join(", ");
     const line3 = svg("text", { x: 8, y: 50 });
-    line3.textContent = "from";
+    // No contributors: the recorder's own training step on its parent.
+    line3.textContent = m.contributors.length ? "from" : "local update";
     g.append(line1, line2, line3);
     m.contributors.forEach((d, k) => {
       const dot = svg("circle", { cx: 48 + k * 16, cy: 46, r: 6,
@@ -350,7 +351,9 @@ function showModel(m, g) {
     el("dt", {}, "round"), el("dd", {}, String(m.round)),
     el("dt", {}, "recorded by"), el("dd", {}, ...m.recorded_by.map((d) => el("div", {}, who(d)))),
     el("dt", {}, "parents"), el("dd", {}, ...(m.parents.length ? m.parents.map((p) =>
-      el("div", {}, el("code", {}, p))) : ["none (a site's own model)"])),
+      el("div", {}, el("code", {}, p),
+         state.provenance.models.some((x) => x.digest === p) ? "" : " (not recorded on the ledger)"))
+      : ["none recorded"])),
     el("dt", {}, "contributors"), el("dd", {}, ...m.contributors.map((d) => el("div", {}, who(d)))),
     el("dt", {}, "first recorded"), el("dd", {}, m.first_recorded)));
 }
