@@ -291,10 +291,10 @@ class ExplorerHTTPServer(http.server.ThreadingHTTPServer):
     """The HTTP server with the explorer's state attached."""
 
     daemon_threads = True
+    auth: Authenticator  # set by Explorer once the port (and domain) is known
 
-    def __init__(self, source: Source, auth: Authenticator, port: int) -> None:
+    def __init__(self, source: Source, port: int) -> None:
         self.source = source
-        self.auth = auth
         super().__init__(("127.0.0.1", port), _Handler)
         bound = int(self.server_address[1])
         self.allowed_hosts = frozenset({f"127.0.0.1:{bound}", f"localhost:{bound}"})
@@ -342,9 +342,8 @@ class Explorer:
             BadQuery: the port is taken or out of range.
         """
         self.source = source
-        placeholder = auth or Authenticator(domain="pending")
         try:
-            self.httpd = ExplorerHTTPServer(source, placeholder, port)
+            self.httpd = ExplorerHTTPServer(source, port)
         except (OSError, OverflowError) as exc:
             raise BadQuery(
                 f"--port: cannot listen on 127.0.0.1:{port} ({exc})"

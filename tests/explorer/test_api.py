@@ -392,3 +392,13 @@ def test_did_web_is_never_fetched():
 
     with pytest.raises(DidResolutionFailed, match="no network"):
         offline_fetcher("https://example.com/.well-known/did.json")
+
+
+def test_a_taken_port_is_a_clear_error(source, explorer):
+    from ledger.explorer.errors import BadQuery
+    from ledger.explorer.server import Explorer
+
+    with pytest.raises(
+        BadQuery, match=f"--port: cannot listen on 127.0.0.1:{explorer.port}"
+    ):
+        Explorer(source, port=explorer.port, trusted_issuers=["did:key:z6Mkx"])
