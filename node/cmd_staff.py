@@ -22,8 +22,10 @@ from identity.credentials import create_presentation
 from identity.proofs import Cryptosuite
 from identity.wallet_cli import open_wallet
 from ml.model import ModelConfig
+from node.config import CONFIG_FILE, load_config
 from node.governance.admin import AdminClient, admin_url
 from node.governance.attestation import measure_software
+from node.governance.extension import GOVERNANCE_FOLDER
 from node.governance.policy import example_policy_text, load_policy
 
 SITE_ENV = "PAROMA_SITE"
@@ -92,7 +94,9 @@ def register(subparsers: Any) -> None:
 def _where(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--admin", help="admin interface URL (http://127.0.0.1:PORT)")
     parser.add_argument(
-        "--site", type=Path, help=f"the site's store folder (default ${SITE_ENV})"
+        "--site",
+        type=Path,
+        help=f"the site folder, or its store folder (default ${SITE_ENV})",
     )
 
 
@@ -117,7 +121,10 @@ def _client(args: argparse.Namespace) -> AdminClient:
         raise BadInput(
             f"no admin interface: pass --admin URL, --site DIR or set ${SITE_ENV}"
         )
-    return AdminClient(admin_url(Path(site) / "governance"))
+    folder = Path(site)
+    if (folder / CONFIG_FILE).exists():  # the site folder of paroma-node init
+        folder = load_config(folder).store
+    return AdminClient(admin_url(folder / GOVERNANCE_FOLDER))
 
 
 def _act(args: argparse.Namespace, action: str, params: dict[str, Any]) -> int:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import gc
 import shutil
-import warnings
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -120,21 +118,6 @@ def test_changed_software_is_refused_by_peers(fed, policies, tmp_path):
     assert gate.decide(fed.keys[1].did, "hello").allowed
     judge._policy = replace(relaxed, peers=replace(relaxed.peers, roles=("auditor",)))
     assert "roles" in gate.decide(fed.keys[1].did, "hello").reason
-
-
-@pytest.fixture
-def collect_sockets():
-    """Collect sockets the libp2p host left to the garbage collector.
-
-    After ``host.close()`` a dialled TCP socket is sometimes only freed by the
-    garbage collector (kept alive by reference cycles of the connection
-    objects), and its ResourceWarning would fail whichever later test happens
-    to trigger the collection. Collect it when this test is over, silently.
-    """
-    yield
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        gc.collect()
 
 
 @pytest.mark.slow
