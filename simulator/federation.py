@@ -50,6 +50,38 @@ SITE_ROLE = "site"
 PURPOSE_TRAINING = 1  # the federation's purpose code for model training
 
 
+class AuthorizationReads:
+    """The answers of the two ledger reads every authorization makes, remembered
+    until the federation changes membership or a status list.
+
+    Why: all sites share one embedded chain whose calls are serialised, and
+    the sites' model records (one mined block each) queue on that lock; with
+    dozens of sites an exchange's authorization then waited longer than
+    libp2p's 10 s stream negotiation. Only :class:`Federation` writes
+    membership and status lists on this chain, and it clears these answers
+    with every such write, so a cached answer is always the chain's current
+    one.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._answers: dict[tuple[str, str], Any] = {}  # (read, argument) -> value
+
+    def get(self, read: str, argument: str, fetch: Callable[[], Any]) -> Any:
+        key = (read, argument)
+        with self._lock:
+            if key in self._answers:
+                return self._answers[key]
+        value = fetch()
+        with self._lock:
+            self._answers[key] = value
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._answers.clear()
+
+
 class LockedLedger:
     """One site's ledger handle, every call under the process-wide chain lock.
 
@@ -58,19 +90,31 @@ class LockedLedger:
     :meth:`call` for everything else.
     """
 
-    def __init__(self, ledger: Ledger, lock: threading.Lock) -> None:
+    def __init__(
+        self, ledger: Ledger, lock: threading.Lock, reads: AuthorizationReads
+    ) -> None:
         self.ledger = ledger
         self.lock = lock  # shared by every handle on the embedded chain
+        self.reads = reads  # shared too; cleared by Federation's writes
 
     def call(self, fn: Callable[[Ledger], T]) -> T:
         with self.lock:
             return fn(self.ledger)
 
     def is_member(self, did: str) -> bool:
-        return self.call(lambda led: led.is_member(did))
+        return bool(
+            self.reads.get(
+                "is_member", did, lambda: self.call(lambda led: led.is_member(did))
+            )
+        )
 
     def current_status_list_digest(self, issuer_did: str) -> bytes | None:
-        return self.call(lambda led: led.current_status_list_digest(issuer_did))
+        value = self.reads.get(
+            "status",
+            issuer_did,
+            lambda: self.call(lambda led: led.current_status_list_digest(issuer_did)),
+        )
+        return value if isinstance(value, bytes) else None
 
     def record_model(
         self,
@@ -190,6 +234,7 @@ class Federation:
         model_config: ModelConfig,
     ) -> None:
         self.lock = threading.Lock()
+        self.reads = AuthorizationReads()
         self.ledger_dir = ledger_dir
         self.sites = {
             n: SiteIdentity(n, SigningKey.generate(), new_account_key()) for n in names
@@ -223,7 +268,7 @@ class Federation:
             )
         except LedgerError as exc:
             raise RunFailed(f"deploying the federation failed: {exc}") from exc
-        first.ledger = LockedLedger(handle, self.lock)
+        first.ledger = LockedLedger(handle, self.lock, self.reads)
         for name in self.founders[1:]:
             self._open(name)
 
@@ -231,7 +276,7 @@ class Federation:
         site = self.sites[name]
         with self.lock:
             handle = open_ledger(self.ledger_dir, account_key=site.account_key)
-        site.ledger = LockedLedger(handle, self.lock)
+        site.ledger = LockedLedger(handle, self.lock, self.reads)
 
     def handle(self, name: str) -> LockedLedger:
         site = self.sites[name]
@@ -260,6 +305,7 @@ class Federation:
                 break
             self.handle(voter).call(lambda led: led.vote(pid))
             votes += 1
+        self.reads.clear()
         if not proposer.call(lambda led: led.is_member(site.did)):
             raise RunFailed(f"admitting {name}: the vote did not reach the threshold")
         self._open(name)
@@ -284,12 +330,15 @@ class Federation:
 
     def publish_status(self) -> None:
         """Sign the status list and anchor its digest on the ledger."""
-        self.status_vc = self.status_list.to_credential(self.issuer, cryptosuite=JCS)
-        digest = status_list_digest(self.status_vc)
+        status_vc = self.status_list.to_credential(self.issuer, cryptosuite=JCS)
+        digest = status_list_digest(status_vc)
         issuer_did = self.issuer.did
         self.handle(self.founders[0]).call(
             lambda led: led.publish_status_list(issuer_did, digest)
         )
+        # The new list and the ledger's new digest take effect together.
+        self.status_vc = status_vc
+        self.reads.clear()
 
     def status_lists(self) -> list[dict[str, Any]]:
         """The issuer's current status list credential (what verifiers use)."""
