@@ -100,6 +100,8 @@ async function signIn() {
     await start();
   } catch (err) {
     showError(box, err);
+    // The attempt used up its challenge: show a fresh one for the next try.
+    if (!$("challenge-box").hidden) getChallenge().catch(() => {});
   }
 }
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from identity.credentials import verify_presentation
 from identity.errors import DidResolutionFailed
+from identity.status_list import status_list_digest
 from ledger.explorer.errors import SignInRefused
 from ledger.explorer.query import iso_time
 
@@ -126,6 +127,7 @@ class Authenticator:
         is_member: Callable[[str], bool] | None = None,
         credential_type: str = AUDITOR_CREDENTIAL,
         status_lists: Sequence[dict[str, Any]] = (),
+        anchored_digest: Callable[[str], bytes | None] | None = None,
         challenge_ttl: float = CHALLENGE_TTL,
         session_ttl: float = SESSION_TTL,
         clock: Callable[[], float] = time.time,
@@ -140,6 +142,10 @@ class Authenticator:
             credential_type: the credential type required.
             status_lists: signed status list credentials the auditor
                 credentials' ``credentialStatus`` entries are checked against.
+            anchored_digest: if given, the digest the ledger anchors for an
+                issuer's status list; a configured list that no longer matches
+                it is refused at sign-in (a revocation published since the
+                explorer started must take effect).
             challenge_ttl: seconds a challenge stays usable.
             session_ttl: seconds a session lasts at most.
             clock: seconds since the epoch (tests pass a fake clock).
@@ -149,6 +155,7 @@ class Authenticator:
         self.credential_type = credential_type
         self._is_member = is_member
         self._status_lists = list(status_lists)
+        self._anchored_digest = anchored_digest
         self._challenge_ttl = challenge_ttl
         self._session_ttl = session_ttl
         self._clock = clock
@@ -207,6 +214,23 @@ class Authenticator:
                 )
         return challenge
 
+    def _check_status_lists_current(self) -> None:
+        """Refuse to rely on a status list the ledger has since replaced."""
+        if self._anchored_digest is None:
+            return
+        stale = []
+        for vc in self._status_lists:
+            issuer = _issuer_did(vc) or "?"
+            anchored = self._anchored_digest(issuer)
+            if anchored is not None and anchored != status_list_digest(vc):
+                stale.append(
+                    f"status: the explorer's status list of {issuer} is outdated "
+                    "(the ledger anchors a newer one); restart it with the "
+                    "issuer's current list"
+                )
+        if stale:
+            raise SignInRefused(stale)
+
     def _trusted(self, issuer: str) -> bool:
         if issuer in self.trusted_issuers:
             return True
@@ -224,6 +248,7 @@ class Authenticator:
         if not isinstance(presentation, dict):
             raise SignInRefused(["malformed: a presentation is a JSON object"])
         challenge = self._consume(_proof_challenge(presentation))
+        self._check_status_lists_current()
         result = verify_presentation(
             presentation,
             challenge=challenge,

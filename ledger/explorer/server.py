@@ -359,6 +359,7 @@ class Explorer:
                 trusted_issuers=trusted_issuers,
                 is_member=source.is_member if trust_members else None,
                 status_lists=status_lists or [],
+                anchored_digest=source.status_list_digest_of,
                 **options,
             )
         self.httpd.auth = auth

@@ -171,6 +171,12 @@ class Source:
         with self._lock:
             return self.ledger.is_member(did)
 
+    def status_list_digest_of(self, issuer_did: str) -> bytes | None:
+        """The digest the ledger anchors for ``issuer_did``'s status list."""
+        self.sync()
+        with self._lock:
+            return self.ledger.current_status_list_digest(issuer_did)
+
     # ----- views -----------------------------------------------------------------
 
     def overview(self) -> dict[str, Any]:

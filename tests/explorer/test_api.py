@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
 
-from ledger.explorer.auth import COOKIE, Authenticator
+from ledger.explorer.auth import COOKIE, Authenticator, Session
 from ledger.explorer.errors import SignInRefused
 from tests.explorer.conftest import sign_in
 from tests.explorer.scenario import credential
@@ -402,3 +403,22 @@ def test_a_taken_port_is_a_clear_error(source, explorer):
         BadQuery, match=f"--port: cannot listen on 127.0.0.1:{explorer.port}"
     ):
         Explorer(source, port=explorer.port, trusted_issuers=["did:key:z6Mkx"])
+
+
+def test_a_status_list_replaced_on_the_ledger_stops_sign_in(source, scenario):
+    site_a = scenario.sites["A"]
+    vc = credential(site_a, scenario.auditor, "AuditorCredential")
+
+    def sign_in_with(status_list: dict[str, Any]) -> Session:
+        auth = Authenticator(
+            domain="d.example",
+            trusted_issuers=[site_a.did],
+            status_lists=[status_list],
+            anchored_digest=source.status_list_digest_of,
+        )
+        c = auth.new_challenge()["challenge"]
+        return auth.sign_in(scenario.present(vc, c, "d.example"))
+
+    assert sign_in_with(scenario.status_new).issuer == site_a.did
+    with pytest.raises(SignInRefused, match=r"status list of .* is outdated"):
+        sign_in_with(scenario.status_old)
