@@ -62,6 +62,11 @@ def register(subparsers: Any) -> None:
         subparsers, "request-analysis", "analyse a consented patient's scan at the node"
     )
     analysis.add_argument("--patient", required=True)
+    analysis.add_argument(
+        "--use-labels",
+        action="store_true",
+        help="measure on the stored label map instead of segmenting the scan",
+    )
     analysis.set_defaults(func=cmd_request_analysis)
 
     policy = subparsers.add_parser("policy", help="check, show or change the policy")
@@ -175,7 +180,8 @@ def cmd_erase(args: argparse.Namespace) -> int:
 
 
 def cmd_request_analysis(args: argparse.Namespace) -> int:
-    return _act(args, "analyse", {"patient": args.patient})
+    params = {"patient": args.patient, "use_labels": args.use_labels}
+    return _act(args, "analyse", params)
 
 
 def cmd_policy_set(args: argparse.Namespace) -> int:

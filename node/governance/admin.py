@@ -13,7 +13,7 @@ Every action needs a presentation bound to a challenge from ``GET /challenge``
 the mesh or for another site cannot be replayed here (VC Data Integrity §2.1).
 There is no password and no session: each action is authorized on its own.
 Actions: ``register_consent`` {patient, scan, labels?}, ``withdraw_consent``
-{patient}, ``erase`` {patient, retrain?}, ``analyse`` {patient},
+{patient}, ``erase`` {patient, retrain?}, ``analyse`` {patient, use_labels?},
 ``change_policy`` {policy: TOML text}.
 
 The server listens on 127.0.0.1 only and refuses connections from any other
@@ -189,7 +189,8 @@ class AdminServer:
                 self.on_retrained(report.retrained.state)
             return report.to_json()
         if action is StaffAction.ANALYSE:
-            return gov.analyse(_text(params, "patient"))
+            use_labels = bool(params.get("use_labels", False))
+            return gov.analyse(_text(params, "patient"), use_labels=use_labels)
         policy = gov.set_policy(_text(params, "policy"))
         return {"application": policy.name, "purpose": policy.purpose}
 

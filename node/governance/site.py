@@ -33,7 +33,7 @@ from ml.model import ModelConfig
 from ml.weights import atomic_write_bytes
 from node.governance import attestation, catalogue
 from node.governance.erasure import ErasureReport, proof_digest, retrain_without
-from node.governance.errors import GovernanceError, PatientUnknown
+from node.governance.errors import ConsentNotActive, GovernanceError, PatientUnknown
 from node.governance.policy import Policy, parse_policy
 from node.governance.registry import ConsentState, PatientRegistry
 from node.governance.staff import GovernedAuthorizer, PeerGate
@@ -313,34 +313,41 @@ class SiteGovernance:
 
     # ----- analysis ----------------------------------------------------------
 
-    def analyse(self, pseudonym: str) -> dict[str, Any]:
-        """Run the wall thickness analysis on a consented patient's scan.
+    def analyse(self, pseudonym: str, *, use_labels: bool = False) -> dict[str, Any]:
+        """Run the wall thickness analysis (``ml.analysis``) on a patient's scan.
 
-        The outputs go into the patient's case folder (so erasure deletes
-        them) and are listed in the registry.
+        The outputs (segmentation, thickness JSON, bull's-eye plot) go into
+        the patient's case folder, so erasure deletes them, and are listed in
+        the registry.
+
+        Args:
+            pseudonym: the patient (consent must be active).
+            use_labels: measure on the stored label map instead of segmenting
+                with the shipped model.
 
         Raises:
-            PatientUnknown: no such patient.
+            PatientUnknown: no such patient, or no stored labels when asked.
             ConsentNotActive: the patient's consent is not active.
         """
-        from node.governance.errors import ConsentNotActive
-
         patient = self.registry.find(pseudonym)
         if not self.registry.is_active(patient.case_id):
             raise ConsentNotActive("the patient's consent is not active")
         scan = self.registry.file_path(patient.case_id, "scan")
-        if scan is None:
-            raise PatientUnknown("the patient has no stored scan")
-        try:
-            from ml.analysis import analyse  # type: ignore[import-not-found,unused-ignore]
-        except ImportError as exc:
-            raise GovernanceError("the analysis module is not installed") from exc
+        labels = self.registry.file_path(patient.case_id, "labels")
+        if scan is None or (use_labels and labels is None):
+            raise PatientUnknown("the patient has no stored scan or labels")
+        # Imported here: the analysis pulls in matplotlib, which the staff
+        # commands and the daemon's start do not need.
+        from ml.analysis import analyse
+
         out = self.registry.case_folder(patient.case_id) / "derived"
-        report = analyse(scan, out_dir=out)
-        for i, path in enumerate(sorted(p for p in out.rglob("*") if p.is_file())):
+        report = analyse(scan, labels if use_labels else None, out_dir=out)
+        outputs = sorted(p for p in out.rglob("*") if p.is_file())
+        for i, path in enumerate(outputs):
             self.registry.note_file(patient.case_id, f"derived-{i:03d}", path)
-        result = report.to_json() if hasattr(report, "to_json") else {}
-        return {"outputs": len(list(out.rglob("*"))), "report": result}
+        result = report.to_json()
+        result.pop("out_dir", None)  # a path inside the site, named by case id
+        return {"outputs": [p.name for p in outputs], "report": result}
 
     # ----- status ------------------------------------------------------------
 

@@ -165,3 +165,28 @@ async def test_staff_commands_use_the_wallet(admin, phantoms, tmp_path, monkeypa
     argv = ["consent", "withdraw", "--wallet", str(wallet), "--site", str(site)]
     assert await trio.to_thread.run_sync(main, [*argv, "--patient", "PSN-CLI"]) == 0
     assert admin.gov.consented_scans() == 0
+
+
+async def test_analysis_outputs_are_erased_with_the_patient(admin, tmp_path):
+    from ml.phantom import generate_phantom, write_phantom_nifti
+
+    scan, labels = write_phantom_nifti(
+        generate_phantom(5, shape=(48, 48, 48)), tmp_path, "p48"
+    )
+    steward, steward_vc, _ = admin.member("data_steward")
+    params = {"patient": "PSN-AN", "scan": str(scan), "labels": str(labels)}
+    await call(admin.client, "register_consent", steward, steward_vc, params)
+    with pytest.raises(StaffRefused, match=r"allowed to analyse \(clinician\)"):
+        await call(admin.client, "analyse", steward, steward_vc, {"patient": "PSN-AN"})
+    clinician, clinician_vc, _ = admin.member("clinician")
+    params = {"patient": "PSN-AN", "use_labels": True}
+    answer, _ = await call(admin.client, "analyse", clinician, clinician_vc, params)
+    result = answer["result"]
+    assert "thickness.json" in result["outputs"] and "bullseye.png" in result["outputs"]
+    assert 5.0 < result["report"]["global_mean_mm"] < 15.0
+    case_id = admin.gov.registry.find("PSN-AN").case_id
+    assert (admin.gov.registry.case_folder(case_id) / "derived").is_dir()
+    dpo, dpo_vc, _ = admin.member("dpo")
+    answer, _ = await call(admin.client, "erase", dpo, dpo_vc, {"patient": "PSN-AN"})
+    assert answer["result"]["deleted_files"] == 2 + len(result["outputs"])
+    assert not admin.gov.registry.case_folder(case_id).exists()
