@@ -179,7 +179,7 @@ async def test_analysis_outputs_are_erased_with_the_patient(admin, tmp_path):
     with pytest.raises(StaffRefused, match=r"allowed to analyse \(clinician\)"):
         await call(admin.client, "analyse", steward, steward_vc, {"patient": "PSN-AN"})
     clinician, clinician_vc, _ = admin.member("clinician")
-    params = {"patient": "PSN-AN", "use_labels": True}
+    params: dict[str, Any] = {"patient": "PSN-AN", "use_labels": True}
     answer, _ = await call(admin.client, "analyse", clinician, clinician_vc, params)
     result = answer["result"]
     assert "thickness.json" in result["outputs"] and "bullseye.png" in result["outputs"]
