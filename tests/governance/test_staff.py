@@ -174,12 +174,13 @@ async def test_analysis_outputs_are_erased_with_the_patient(admin, tmp_path):
         generate_phantom(5, shape=(48, 48, 48)), tmp_path, "p48"
     )
     steward, steward_vc, _ = admin.member("data_steward")
-    params = {"patient": "PSN-AN", "scan": str(scan), "labels": str(labels)}
+    params: dict[str, Any] = {"patient": "PSN-AN", "scan": str(scan)}
+    params["labels"] = str(labels)
     await call(admin.client, "register_consent", steward, steward_vc, params)
     with pytest.raises(StaffRefused, match=r"allowed to analyse \(clinician\)"):
         await call(admin.client, "analyse", steward, steward_vc, {"patient": "PSN-AN"})
     clinician, clinician_vc, _ = admin.member("clinician")
-    params: dict[str, Any] = {"patient": "PSN-AN", "use_labels": True}
+    params = {"patient": "PSN-AN", "use_labels": True}
     answer, _ = await call(admin.client, "analyse", clinician, clinician_vc, params)
     result = answer["result"]
     assert "thickness.json" in result["outputs"] and "bullseye.png" in result["outputs"]
