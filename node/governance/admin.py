@@ -183,13 +183,13 @@ class AdminServer:
             return {"commitment": gov.withdraw_consent(_text(params, "patient")).hex()}
         if action is StaffAction.ERASE:
             report = gov.erase(
-                _text(params, "patient"), retrain=bool(params.get("retrain", False))
+                _text(params, "patient"), retrain=_flag(params, "retrain")
             )
             if report.retrained is not None and self.on_retrained is not None:
                 self.on_retrained(report.retrained.state)
             return report.to_json()
         if action is StaffAction.ANALYSE:
-            use_labels = bool(params.get("use_labels", False))
+            use_labels = _flag(params, "use_labels")
             return gov.analyse(_text(params, "patient"), use_labels=use_labels)
         policy = gov.set_policy(_text(params, "policy"))
         return {"application": policy.name, "purpose": policy.purpose}
@@ -208,6 +208,13 @@ def _text(params: dict[str, Any], name: str) -> str:
     value = params.get(name)
     if not isinstance(value, str) or not value:
         raise BadInput(f"parameter {name!r}: expected a non-empty string")
+    return value
+
+
+def _flag(params: dict[str, Any], name: str) -> bool:
+    value = params.get(name, False)
+    if not isinstance(value, bool):
+        raise BadInput(f"parameter {name!r}: expected true or false")
     return value
 
 
