@@ -294,7 +294,7 @@ class IndexReader:
             flt: the filters.
             cursor: ``next_cursor`` of the previous page (None: the first page).
             limit: events per page, 1..MAX_PAGE.
-            newest_first: order by descending ``(block, log_index)``.
+            newest_first: order by descending ``(timestamp, block, log_index)``.
         """
         clauses, args = flt.where()
         count_sql = "SELECT COUNT(*) FROM events"
