@@ -133,29 +133,51 @@ class SiteGovernance:
         Returns:
             The 32-byte commitment.
         """
-        _check_pseudonym(pseudonym)
-        for path, what in ((scan, "scan"), (labels, "labels")):
-            if path is not None and not Path(path).exists():
-                raise GovernanceError(f"{what} file {path} does not exist")
+        return self.register_consents([(pseudonym, scan, labels)])[0]
+
+    def register_consents(
+        self, patients: Sequence[tuple[str, Path, Path | None]]
+    ) -> list[bytes]:
+        """Register many patients at once (one batch of ledger transactions).
+
+        Args:
+            patients: ``(pseudonym, scan, labels or None)`` for each.
+
+        Returns:
+            Their commitments, in order. If anything fails, none of them is
+            kept at the site (commitments already mined stay on the ledger,
+            unlinkable: their salts are gone).
+        """
         policy = self._policy
-        salt = new_salt()
-        commitment = commit(salt, pseudonym, policy.purpose)
+        for pseudonym, scan, labels in patients:
+            _check_pseudonym(pseudonym)
+            for path, what in ((scan, "scan"), (labels, "labels")):
+                if path is not None and not Path(path).exists():
+                    raise GovernanceError(f"{what} file {path} does not exist")
         days = policy.retention.consent_days
         expiry = int(_now() + days * 86400) if days else 0
+        staged: list[tuple[str, bytes]] = []
         with self._lock:
-            case_id = self.registry.add_patient(
-                pseudonym, salt, commitment, policy.purpose
-            )
             try:
-                self.registry.store_file(case_id, "scan", Path(scan))
-                if labels is not None:
-                    self.registry.store_file(case_id, "labels", Path(labels))
-                self.ledger.register_consent(commitment, policy.purpose, expiry)
+                for pseudonym, scan, labels in patients:
+                    salt = new_salt()
+                    commitment = commit(salt, pseudonym, policy.purpose)
+                    case_id = self.registry.add_patient(
+                        pseudonym, salt, commitment, policy.purpose
+                    )
+                    staged.append((case_id, commitment))
+                    self.registry.store_file(case_id, "scan", Path(scan))
+                    if labels is not None:
+                        self.registry.store_file(case_id, "labels", Path(labels))
+                with self.ledger.batch():
+                    for _, commitment in staged:
+                        self.ledger.register_consent(commitment, policy.purpose, expiry)
             except BaseException:
-                self.registry.delete_patient(case_id)
+                for case_id, _ in staged:
+                    self.registry.delete_patient(case_id)
                 raise
-        logger.info("consent registered (commitment %s)", commitment.hex()[:16])
-        return commitment
+        logger.info("%d consents registered", len(staged))
+        return [commitment for _, commitment in staged]
 
     def withdraw_consent(self, pseudonym: str) -> bytes:
         """Withdraw a patient's consent: excluded from the next training step.

@@ -161,3 +161,21 @@ def test_no_training_below_min_peers(fed, phantoms):
     peers["n"] = 2
     trainer.train(state, 1)
     assert reads
+
+
+def test_batch_registration_is_all_or_nothing(fed, phantoms, tmp_path):
+    gov = fed.gov(0)
+    commitments = gov.register_consents(
+        [(f"PSN-B{i}", phantoms[i][0], phantoms[i][1]) for i in range(3)]
+    )
+    assert len(set(commitments)) == 3
+    assert all(fed.ledgers[1].consent_active(c) for c in commitments)
+    assert gov.consented_scans() == 3
+    with pytest.raises(PatientExists):
+        gov.register_consents(
+            [("PSN-B9", phantoms[0][0], None), ("PSN-B1", phantoms[1][0], None)]
+        )
+    assert gov.consented_scans() == 3
+    with pytest.raises(PatientUnknown):
+        gov.registry.find("PSN-B9")
+    assert len(list((gov.folder / "data").iterdir())) == 3
