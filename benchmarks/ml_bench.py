@@ -27,6 +27,7 @@ import torch
 
 from ml.analysis import measure
 from ml.data import Case, CaseDataset
+from ml.errors import MLError
 from ml.infer import segment
 from ml.metrics import dice_per_class, hd95_per_class
 from ml.model import ModelConfig, build_model, count_parameters, load_model
@@ -63,6 +64,7 @@ def evaluate(model: torch.nn.Module, count: int) -> dict[str, float]:
     """Thickness, thinning and Dice figures on ``count`` held-out phantoms."""
     profiles = list(SCANNER_PROFILES.values())
     gt_err, pred_err, agree, dice, hd95 = [], [], [], [], []
+    failures = 0
     for i in range(count):
         ph = generate_phantom(TEST_SEED + i, profiles[i % 4])
         truth = ph.true_segment_thickness_mm
@@ -70,14 +72,21 @@ def evaluate(model: torch.nn.Module, count: int) -> dict[str, float]:
         pred = segment(model, ph.image, ph.spacing)
         dice.append(dice_per_class(pred, ph.labels)[1])
         hd95.append(hd95_per_class(pred, ph.labels, ph.spacing)[1])
-        pred_means, _, _ = measure(pred, ph.affine)
+        try:
+            pred_means, _, _ = measure(pred, ph.affine)
+        except MLError as exc:
+            # A segmentation that cannot be measured counts as a failure: its
+            # segments are NaN (left out of the MAE, wrong for thinning).
+            print(f"  case {i}: predicted labels not measurable: {exc}")
+            failures += 1
+            pred_means = dict.fromkeys(range(1, 18), math.nan)
         for seg in range(1, 18):
             gt_err.append(abs(gt_means[seg] - truth[seg]))
             pred_err.append(abs(pred_means[seg] - truth[seg]))
             agree.append((pred_means[seg] <= 5.5) == (truth[seg] <= 5.5))
         print(
             f"  case {i} ({ph.profile}): dice {dice[-1]:.3f}, "
-            f"mae gt {np.mean(gt_err[-17:]):.2f} pred {np.mean(pred_err[-17:]):.2f}",
+            f"mae gt {np.mean(gt_err[-17:]):.2f} pred {np.nanmean(pred_err[-17:]):.2f}",
             flush=True,
         )
     return {
@@ -86,6 +95,7 @@ def evaluate(model: torch.nn.Module, count: int) -> dict[str, float]:
         "thinning_agreement": float(np.mean(agree)),
         "dice_myocardium": float(np.mean(dice)),
         "hd95_myocardium_mm": float(np.mean(hd95)),
+        "pred_unmeasurable_cases": float(failures),
     }
 
 

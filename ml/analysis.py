@@ -41,6 +41,8 @@ OUTPUT_FILES = ("segmentation.nii.gz", "thickness.json", "bullseye.png")
 # A second myocardium component larger than this share of the whole means the
 # label map shows the wall in pieces, which a thickness cannot be measured on.
 _MAX_STRAY_SHARE = 0.01
+# Least LV blood pool and myocardium volume (mL) a segmentation must find.
+_MIN_VOLUME_ML = 5.0
 
 
 @dataclass(frozen=True)
@@ -192,7 +194,11 @@ def analyse(
     else:
         net = model if model is not None else load_shipped_model()
         classes = segment(net, image, volume.spacing)
-        if not (classes == 2).any() or not (classes == 1).any():
+        voxel_ml = float(np.prod(volume.spacing)) / 1000.0
+        lv_ml = float((classes == 2).sum()) * voxel_ml
+        myo_ml = float((classes == 1).sum()) * voxel_ml
+        # Smaller than any LV, even a child's: noise the model mistook for one.
+        if lv_ml < _MIN_VOLUME_ML or myo_ml < _MIN_VOLUME_ML:
             raise LVNotFound(
                 "scan: the model found no left ventricle (LV blood pool and "
                 "myocardium); is this a contrast-enhanced cardiac CT?"
