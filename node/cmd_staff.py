@@ -160,7 +160,8 @@ def _act(args: argparse.Namespace, action: str, params: dict[str, Any]) -> int:
 
 def _existing(path: Path, what: str) -> str:
     if not path.exists():
-        raise BadInput(f"{what} {path}: no such file or folder")
+        # The path is not repeated: a scan's file name may carry an identifier.
+        raise BadInput(f"--{what}: the file or folder given does not exist")
     return str(path.resolve())
 
 

@@ -153,7 +153,8 @@ class SiteGovernance:
             _check_pseudonym(pseudonym)
             for path, what in ((scan, "scan"), (labels, "labels")):
                 if path is not None and not Path(path).exists():
-                    raise GovernanceError(f"{what} file {path} does not exist")
+                    # The path is not repeated: a file name may carry an id.
+                    raise GovernanceError(f"{what}: the file given does not exist")
         days = policy.retention.consent_days
         expiry = int(_now() + days * 86400) if days else 0
         staged: list[tuple[str, bytes]] = []
