@@ -152,7 +152,8 @@ class CredentialAuthorizer:
         self.status_lists = status_lists
         self.policy = policy
         self.cryptosuite = cryptosuite
-        # One ledger read at a time: the embedded chain is not thread-safe.
+        # Ledger reads block (a contract call each), so they run in worker
+        # threads; one at a time, since a handle serialises its chain use anyway.
         self._ledger_limiter = trio.CapacityLimiter(1)
 
     async def presentation(self, challenge: str, domain: str) -> dict[str, Any]:

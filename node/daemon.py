@@ -307,7 +307,11 @@ class SiteNode:
         self._peers: dict[ID, _PeerRecord] = {}
         self._neighbour_states: dict[str, StateDict] = {}  # trimmed mode only
         self._extra: dict[TProtocol, tuple[ProtocolHandler, tuple[str, ...]]] = {}
-        self._io_limiter = trio.CapacityLimiter(1)  # store and ledger writes
+        self._io_limiter = trio.CapacityLimiter(1)  # store writes
+        # Ledger calls block for a whole transaction (tens of ms embedded, a
+        # block period on a consortium chain): their own worker thread, so a
+        # slow write never holds up an exchange's checkpoint.
+        self._ledger_limiter = trio.CapacityLimiter(1)
         self._train_limiter = trio.CapacityLimiter(1)
         self._rng = random.SystemRandom()
         self._pubsub: Pubsub | None = None
@@ -936,7 +940,7 @@ class SiteNode:
         self._last_sync = trio.current_time()
         try:
             self.ledger_height = await trio.to_thread.run_sync(
-                ledger.sync, limiter=self._io_limiter
+                ledger.sync, limiter=self._ledger_limiter
             )
         except Exception as exc:  # an unreachable ledger must not stop the site
             logger.warning("ledger sync failed: %s", exc)
@@ -970,7 +974,7 @@ class SiteNode:
                             [bytes.fromhex(p) for p in json.loads(r["parents"])],
                             json.loads(r["contributors"]),
                         ),
-                        limiter=self._io_limiter,
+                        limiter=self._ledger_limiter,
                     )
                 except Exception as exc:  # ledger errors: retried at the next round
                     logger.warning("recording round %s failed: %s", row["round"], exc)

@@ -3,6 +3,8 @@ import warnings
 
 import pytest
 
+from tests.node.federation import Federation, deploy_template, make_federation_on
+
 
 @pytest.fixture(autouse=True)
 def _collect_libp2p_sockets(request):
@@ -18,3 +20,26 @@ def _collect_libp2p_sockets(request):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ResourceWarning)
         gc.collect()
+
+
+@pytest.fixture(scope="session")
+def ledger_template(tmp_path_factory):
+    """The federation contract deployed once per session (copied per test)."""
+    return deploy_template(tmp_path_factory.mktemp("ledger-template") / "ledger")
+
+
+@pytest.fixture
+def make_federation(ledger_template, tmp_path):
+    """``make_federation(sites)``: a federation on a fresh copy of the ledger."""
+    made: list[Federation] = []
+
+    def factory(sites: int) -> Federation:
+        federation = make_federation_on(
+            ledger_template, tmp_path / f"ledger{len(made)}", sites
+        )
+        made.append(federation)
+        return federation
+
+    yield factory
+    for federation in made:
+        federation.close()

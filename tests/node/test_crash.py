@@ -8,7 +8,7 @@ import trio
 
 from node.daemon import SiteNode
 from node.errors import NodeError, PeerUnreachable
-from tests.node.federation import Federation, make_federation, small_state
+from tests.node.federation import Federation, small_state
 
 pytestmark = pytest.mark.slow
 
@@ -53,11 +53,13 @@ def _node(
         base.authorizer,
         small_state(seed),
         5.0,
-        ledger=fed.ledger,
+        ledger=fed.ledgers[site],
     )
 
 
-async def test_killed_initiator_leaves_peers_intact_and_resumes(tmp_path):
+async def test_killed_initiator_leaves_peers_intact_and_resumes(
+    tmp_path, make_federation
+):
     fed = make_federation(3)
     b = fed.node(1, tmp_path, small_state(1), 5.0)
     c = fed.node(2, tmp_path, small_state(2), 5.0)
@@ -99,7 +101,7 @@ async def test_killed_initiator_leaves_peers_intact_and_resumes(tmp_path):
             nursery.cancel_scope.cancel()
 
 
-async def test_killed_responder_leaves_initiator_intact(tmp_path):
+async def test_killed_responder_leaves_initiator_intact(tmp_path, make_federation):
     fed = make_federation(2)
     a = fed.node(0, tmp_path, small_state(0), 5.0)
     with trio.fail_after(20):

@@ -8,12 +8,12 @@ import trio
 
 from ml.averaging import max_deviation, trimmed_mean, weighted_mean
 from node.daemon import NodeSettings, RobustMode, SiteNode
-from tests.node.federation import make_federation, small_state
+from tests.node.federation import small_state
 
 pytestmark = pytest.mark.slow
 
 
-async def test_bootstrap_and_timer_loops_reach_consensus(tmp_path):
+async def test_bootstrap_and_timer_loops_reach_consensus(tmp_path, make_federation):
     fed = make_federation(3)
     counts = [1.0, 2.0, 3.0]
     initial = [small_state(i) for i in range(3)]
@@ -48,7 +48,9 @@ async def test_bootstrap_and_timer_loops_reach_consensus(tmp_path):
     assert status["round"] > 0 and status["refusals"] == 0
 
 
-async def test_clipped_mode_bounds_an_outlier_and_keeps_the_weighted_sum(tmp_path):
+async def test_clipped_mode_bounds_an_outlier_and_keeps_the_weighted_sum(
+    tmp_path, make_federation
+):
     fed = make_federation(2)
     honest_state = small_state(0)
     outlier_state = {
@@ -81,7 +83,7 @@ async def test_clipped_mode_bounds_an_outlier_and_keeps_the_weighted_sum(tmp_pat
         assert torch.allclose(before, after, atol=1e-3)
 
 
-async def test_fp16_exchange_agrees_on_both_ends(tmp_path):
+async def test_fp16_exchange_agrees_on_both_ends(tmp_path, make_federation):
     fed = make_federation(2)
     a = fed.node(0, tmp_path, small_state(0), 2.0, fp16=True)
     b = fed.node(1, tmp_path, small_state(1), 5.0, fp16=True)
@@ -98,7 +100,9 @@ async def test_fp16_exchange_agrees_on_both_ends(tmp_path):
     assert max_deviation(a.state, exact) < 5e-3
 
 
-async def test_trimmed_mode_takes_the_coordinate_wise_trimmed_mean(tmp_path):
+async def test_trimmed_mode_takes_the_coordinate_wise_trimmed_mean(
+    tmp_path, make_federation
+):
     fed = make_federation(3)
     states = [small_state(i) for i in range(3)]
     nodes = [

@@ -12,11 +12,13 @@ import torch
 import trio
 from safetensors.torch import save as st_save
 
+from identity.status_list import status_bit, status_list_digest
+from ledger import EventKind
 from node.auth import Action, authenticate_initiator
 from node.daemon import AVERAGE_PROTOCOL, SiteNode
 from node.errors import PeerRefused
 from node.wire import FramedStream, Limits
-from tests.node.federation import make_federation, small_state
+from tests.node.federation import small_state
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +51,9 @@ async def _refusal_reasons(node: SiteNode, count: int) -> list[str]:
     return [r["reason"] for r in node.store.refusals()]
 
 
-async def test_unadmitted_revoked_and_replaying_peers_are_refused(tmp_path):
+async def test_unadmitted_revoked_and_replaying_peers_are_refused(
+    tmp_path, make_federation
+):
     fed = make_federation(2)
     outsider = fed.add_site(admit=False)
     revoked = fed.add_site()
@@ -77,7 +81,7 @@ async def test_unadmitted_revoked_and_replaying_peers_are_refused(tmp_path):
 
             # Admitted, then its credential revoked on the issuer's status list.
             assert await r.connect(a.addresses[0]) == a.did
-            fed.revoke(revoked)
+            await trio.to_thread.run_sync(fed.revoke, revoked)
             with pytest.raises(PeerRefused):
                 await r.call_average(a.did)
 
@@ -91,6 +95,16 @@ async def test_unadmitted_revoked_and_replaying_peers_are_refused(tmp_path):
             reasons = await _refusal_reasons(a, 3)
             nursery.cancel_scope.cancel()
     assert a.digest == before and a.round == 0
+    # The outsider's admission was proposed but got 1 of the k=2 votes.
+    pending = fed.ledger.proposal(fed.proposals[outsider])
+    assert pending is not None and pending.votes == 1 and not pending.executed
+    assert not fed.ledger.is_member(fed.keys[outsider].did)
+    # The revocation is on the ledger: the digest of the list that revokes.
+    assert status_bit(fed.status_vc, fed.credentials[revoked]["credentialStatus"])[1]
+    digest = status_list_digest(fed.status_vc)
+    assert fed.ledger.current_status_list_digest(fed.issuer.did) == digest
+    published = fed.ledger.events(EventKind.STATUS_LIST_PUBLISHED)
+    assert len(published) == 2 and published[-1].commitment == "0x" + digest.hex()
     assert any("not a current member" in x for x in reasons)
     assert any("revoked" in x for x in reasons)
     assert any("wrong challenge" in x for x in reasons)
@@ -98,7 +112,9 @@ async def test_unadmitted_revoked_and_replaying_peers_are_refused(tmp_path):
         assert fed.keys[0].seed.hex() not in reason
 
 
-async def test_presenting_another_sites_credential_is_refused(tmp_path):
+async def test_presenting_another_sites_credential_is_refused(
+    tmp_path, make_federation
+):
     fed = make_federation(3)
     a = fed.node(0, tmp_path, small_state(0), 1.0)
     # Site 2's host key, but site 1's credentials and presentations.
@@ -156,7 +172,7 @@ BAD_INPUTS = {
 }
 
 
-async def test_bad_input_is_refused_and_nothing_merged(tmp_path):
+async def test_bad_input_is_refused_and_nothing_merged(tmp_path, make_federation):
     fed = make_federation(2)
     victim = fed.node(0, tmp_path, small_state(0), 1.0)
     evil = fed.node(1, tmp_path, small_state(1), 1.0)

@@ -7,7 +7,7 @@ import torch
 import trio
 
 from ml.errors import WeightsInvalid
-from tests.node.federation import make_federation, small_state
+from tests.node.federation import small_state
 
 
 class QuadraticTrainer:
@@ -37,7 +37,7 @@ class QuadraticTrainer:
         return out
 
 
-async def test_train_once_checkpoints_a_new_round(tmp_path):
+async def test_train_once_checkpoints_a_new_round(tmp_path, make_federation):
     fed = make_federation(1)
     node = fed.node(0, tmp_path, small_state(0), 1.0)
     node.trainer = QuadraticTrainer(small_state(1))
@@ -55,7 +55,7 @@ async def test_train_once_checkpoints_a_new_round(tmp_path):
     node.store.close()
 
 
-async def test_trainer_returning_nan_changes_nothing(tmp_path):
+async def test_trainer_returning_nan_changes_nothing(tmp_path, make_federation):
     fed = make_federation(1)
     node = fed.node(0, tmp_path, small_state(0), 1.0)
     node.trainer = QuadraticTrainer(small_state(1), poison=True)
