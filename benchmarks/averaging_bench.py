@@ -30,10 +30,12 @@ Prints one ``name value`` line per figure:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import random
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,11 +89,20 @@ def _big_state(megabytes: float, seed: int) -> dict[str, torch.Tensor]:
     return {"w": torch.randn(count, generator=gen)}
 
 
-def _federation(sites: int) -> Any:
-    # The test federation: real credentials, status list, in-memory membership.
-    from tests.node.federation import make_federation
+@contextlib.contextmanager
+def _federation(sites: int) -> Iterator[tuple[Any, Path]]:
+    """The test federation (real credentials, status list and embedded ledger)
+    and a scratch folder, both removed on exit."""
+    from tests.node.federation import deploy_template, make_federation_on
 
-    return make_federation(sites)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        template = deploy_template(folder / "template")
+        fed = make_federation_on(template, folder / "ledger", sites)
+        try:
+            yield fed, folder
+        finally:
+            fed.close()
 
 
 def _make_node(
@@ -114,11 +125,10 @@ async def _rpc_echo(framed: FramedStream, peer: Any) -> None:
 
 
 async def _wire_rate(megabytes: float) -> float:
-    fed = _federation(2)
     payload = torch.randn(int(megabytes * 2**20 / 4)).numpy().tobytes()
-    with tempfile.TemporaryDirectory() as tmp:
-        a = _make_node(fed, 0, Path(tmp), _big_state(0.01, 1))
-        b = _make_node(fed, 1, Path(tmp), _big_state(0.01, 2))
+    with _federation(2) as (fed, tmp):
+        a = _make_node(fed, 0, tmp, _big_state(0.01, 1))
+        b = _make_node(fed, 1, tmp, _big_state(0.01, 2))
         b.register_protocol(BENCH_PROTOCOL, _rpc_echo, ["bench"])
         async with trio.open_nursery() as nursery:
             await nursery.start(a.run)
@@ -141,10 +151,9 @@ async def _wire_rate(megabytes: float) -> float:
 
 
 async def _exchange_rate(megabytes: float) -> float:
-    fed = _federation(2)
-    with tempfile.TemporaryDirectory() as tmp:
-        a = _make_node(fed, 0, Path(tmp), _big_state(megabytes, 1))
-        b = _make_node(fed, 1, Path(tmp), _big_state(megabytes, 2))
+    with _federation(2) as (fed, tmp):
+        a = _make_node(fed, 0, tmp, _big_state(megabytes, 1))
+        b = _make_node(fed, 1, tmp, _big_state(megabytes, 2))
         async with trio.open_nursery() as nursery:
             await nursery.start(a.run)
             await nursery.start(b.run)
@@ -295,12 +304,9 @@ def rounds_table(rng: random.Random) -> dict[str, float]:
 async def _bytes_per_round(megabytes: float) -> float:
     """One gossip round on a real 4-site ring; bytes sent per site per round."""
     n = 4
-    fed = _federation(n)
     model_bytes = int(megabytes * 2**20)
-    with tempfile.TemporaryDirectory() as tmp:
-        nodes = [
-            _make_node(fed, i, Path(tmp), _big_state(megabytes, i)) for i in range(n)
-        ]
+    with _federation(n) as (fed, tmp):
+        nodes = [_make_node(fed, i, tmp, _big_state(megabytes, i)) for i in range(n)]
         async with trio.open_nursery() as nursery:
             for node in nodes:
                 await nursery.start(node.run)
