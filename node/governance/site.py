@@ -207,6 +207,15 @@ class SiteGovernance:
             if p.state is ConsentState.ACTIVE and p.purpose == self._policy.purpose
         )
 
+    def due_for_erasure(self) -> int:
+        """How many patients are older than ``retention.scan_days`` (not trained
+        on any more; staff should erase them)."""
+        days = self._policy.retention.scan_days
+        if not days:
+            return 0
+        limit = _now() - days * 86400.0
+        return sum(1 for p in self.registry.patients() if p.registered_at < limit)
+
     # ----- erasure -----------------------------------------------------------
 
     def erase(
@@ -384,6 +393,7 @@ class SiteGovernance:
             "epsilon_spent": self.epsilon_spent,
             "measurement": self.measurement.digest.hex() if self.measurement else None,
             "erasures": len(self.registry.erasures()),
+            "due_for_erasure": self.due_for_erasure(),
         }
 
     def _status_list_files(self) -> list[dict[str, Any]]:

@@ -125,6 +125,8 @@ def test_retention_and_purpose_exclude_cases(fed, phantoms):
     trainer.policy = short
     trainer.train(initial_state(), 3)
     assert old not in reads and reads
+    gov._policy = short
+    assert gov.due_for_erasure() == 1 and gov.status()["due_for_erasure"] == 1
     other = replace(short, purpose=7)
     trainer.policy = other
     assert trainer.n_samples == 0
