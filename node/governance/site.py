@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -422,6 +423,4 @@ def _check_pseudonym(pseudonym: str) -> None:
 
 
 def _now() -> float:
-    import time
-
     return time.time()

@@ -209,15 +209,15 @@ class GovernedTrainer:
         new = [c for c in eligible if c not in known]
         if not new:
             return
-        cases = [self._dataset_case(c) for c in self._dataset.case_ids]
-        cases += [self._dataset_case(c) for c in new]
-        cache = self._dataset._cache  # keep prepared volumes of known cases
-        rebuilt = CaseDataset(
-            cases, spacing=self._dataset.spacing, patch=self._dataset.patch
+        # CaseDataset cannot grow: a new one is built when patients were
+        # registered (their prepared volumes are read again on first use).
+        cases = [self._dataset_case(c) for c in [*self._dataset.case_ids, *new]]
+        self._dataset = CaseDataset(
+            cases,
+            spacing=self._dataset.spacing,
+            patch=self._dataset.patch,
+            on_read=self._on_read,
         )
-        rebuilt._cache.update(cache)
-        rebuilt.on_read = self._on_read
-        self._dataset = rebuilt
 
     def _dataset_case(self, case_id: CaseId) -> Case:
         return Case(
