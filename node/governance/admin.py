@@ -90,9 +90,13 @@ class AdminServer:
             atomic_write_bytes, self.governance.folder / ADMIN_FILE, info
         )
         logger.info("admin interface on %s", self.url)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(trio.serve_listeners, self._serve, listeners)
-            task_status.started(self.url)
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(trio.serve_listeners, self._serve, listeners)
+                task_status.started(self.url)
+        finally:
+            # A stale file would send the staff commands to a closed port.
+            (self.governance.folder / ADMIN_FILE).unlink(missing_ok=True)
 
     async def _serve(self, stream: trio.SocketStream) -> None:
         try:

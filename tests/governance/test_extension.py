@@ -117,6 +117,7 @@ async def test_started_site_attests_and_serves_staff(tmp_path, monkeypatch, phan
     gov = ext.governance
     assert gov is not None and gov.consented_scans() == 1
     assert gov.folder == config.store / GOVERNANCE_FOLDER
+    assert not (gov.folder / "admin.json").exists()  # removed when it stopped
     with open_ledger(config.ledger_spec) as ledger:
         assert ledger.count_events(EventKind.ATTESTATION) == 1
         assert ledger.count_events(EventKind.OFFER_PUBLISHED) == 1
