@@ -12,14 +12,15 @@ At start (:func:`node.site.open_site`) the extension reads and checks the
 policy (an invalid one stops the start with one line naming the field), wraps
 the daemon's authorizer (per-exchange policy hook: ledger roles and
 attestation; required credential types), provides the consent-checked
-training provider, measures and attests the site's software on the ledger
-(which publishes its catalogue offer), and serves the admin interface on
-127.0.0.1 for the staff commands.
+training provider, makes the policy's merge rule the node's, measures and
+attests the site's software on the ledger (which publishes its catalogue
+offer), and serves the admin interface on 127.0.0.1 for the staff commands.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 import trio
@@ -30,10 +31,10 @@ from ml.model import ModelConfig
 from ml.weights import model_digest, save_weights
 from node.auth import Authorizer, CredentialAuthorizer
 from node.config import CONFIG_FILE, SiteConfig
-from node.daemon import SiteNode
+from node.daemon import RobustMode, SiteNode
 from node.governance.admin import AdminServer
 from node.governance.errors import GovernanceError, PolicyInvalid
-from node.governance.policy import load_policy
+from node.governance.policy import Policy, load_policy
 from node.governance.site import SiteGovernance
 from node.governance.training import GovernedTrainer
 
@@ -95,6 +96,7 @@ class GovernanceExtension:
             self.model_config,
             scanner_profile=self.config.name,
             status_lists=lambda: read_status_lists(folder),
+            policy_path=self.config.policy,
         )
         authorizer.policy = self.governance.peer_gate()
         return self.governance.authorizer(authorizer)
@@ -122,7 +124,10 @@ class GovernanceExtension:
         if self._trainer is not None:
             self._trainer.current_round = lambda: node.round
             self._trainer.admitted_peers = lambda: len(node.admitted_peers())
-        measurement = self._gov().attest()
+        gov = self._gov()
+        apply_merge_rule(node, gov.policy)
+        gov.policy_listeners.append(lambda policy: apply_merge_rule(node, policy))
+        measurement = gov.attest()
         logger.info("software measurement %s", measurement.digest.hex())
 
     async def run(
@@ -139,6 +144,22 @@ class GovernanceExtension:
         path = gov.folder / f"retrained-{digest.hex()[:16]}.safetensors"
         save_weights(path, state)
         logger.info("retrained weights without the erased patient saved to %s", path)
+
+
+def apply_merge_rule(node: SiteNode, policy: Policy) -> None:
+    """Make the policy's ``[training]`` merge rule the node's averaging rule.
+
+    The daemon reads its settings at every exchange, so a new policy applies
+    from the next exchange on.
+    """
+    rules = policy.training
+    averaging = replace(
+        node.settings.averaging,
+        robust=RobustMode(rules.robust.value),
+        tau=rules.tau,
+        trim=rules.trim,
+    )
+    node.settings = replace(node.settings, averaging=averaging)
 
 
 def extension(config: SiteConfig) -> GovernanceExtension:

@@ -61,6 +61,8 @@ class SiteGovernance:
         status_lists: returns the staff issuers' current status list
             credentials (default: the ``*.json`` files in
             ``folder/status-lists``).
+        policy_path: where :meth:`set_policy` writes a new policy (default
+            ``folder/policy.toml``; the extension passes the config's file).
     """
 
     def __init__(
@@ -73,8 +75,11 @@ class SiteGovernance:
         *,
         scanner_profile: str = "unspecified",
         status_lists: Callable[[], Sequence[dict[str, Any]]] | None = None,
+        policy_path: Path | None = None,
     ) -> None:
         self.folder = Path(folder)
+        # policy_path: where set_policy stores the policy (read at next start).
+        self.policy_path = policy_path or self.folder / POLICY_FILE
         self.registry = PatientRegistry(self.folder)
         self._policy = policy
         self.key = key
@@ -86,6 +91,8 @@ class SiteGovernance:
         self._lock = threading.RLock()  # one governance action at a time
         self._trainers: list[GovernedTrainer] = []
         self.measurement: attestation.Measurement | None = None
+        # policy_listeners: called with each new policy once it is in force.
+        self.policy_listeners: list[Callable[[Policy], None]] = []
 
     # ----- policy ------------------------------------------------------------
 
@@ -111,10 +118,12 @@ class SiteGovernance:
                 "for the old purpose"
             )
         with self._lock:
-            atomic_write_bytes(self.folder / POLICY_FILE, text.encode())
+            atomic_write_bytes(self.policy_path, text.encode())
             self._policy = new
             for trainer in self._trainers:
                 trainer.policy = new
+        for listener in self.policy_listeners:
+            listener(new)
         logger.info("policy %r is in force", new.name)
         if self.measurement is not None:
             self.attest()

@@ -111,6 +111,15 @@ async def test_started_site_attests_and_serves_staff(tmp_path, monkeypatch, phan
                 url = await nursery.start(ext.run)
                 assert url.startswith("http://127.0.0.1:")
                 assert await trio.to_thread.run_sync(main, argv) == 0
+                # the policy's merge rule (clipped) is the node's, and follows
+                # a new policy
+                averaging = opened.node.settings.averaging
+                assert averaging.robust.value == "clipped"
+                text = example_policy_text().replace('"clipped"', '"none"')
+                assert ext.governance is not None
+                await trio.to_thread.run_sync(ext.governance.set_policy, text)
+                assert opened.node.settings.averaging.robust.value == "none"
+                assert (site / "policy.toml").read_text() == text  # read at start
                 nursery.cancel_scope.cancel()
     finally:
         opened.ledger.close()
@@ -119,7 +128,8 @@ async def test_started_site_attests_and_serves_staff(tmp_path, monkeypatch, phan
     assert gov.folder == config.store / GOVERNANCE_FOLDER
     assert not (gov.folder / "admin.json").exists()  # removed when it stopped
     with open_ledger(config.ledger_spec) as ledger:
-        assert ledger.count_events(EventKind.ATTESTATION) == 1
-        assert ledger.count_events(EventKind.OFFER_PUBLISHED) == 1
+        # attested at start, and again under the new policy
+        assert ledger.count_events(EventKind.ATTESTATION) == 2
+        assert ledger.count_events(EventKind.OFFER_PUBLISHED) == 2
         assert ledger.count_events(EventKind.CONSENT_REGISTERED) == 1
     gov.close()
