@@ -6,7 +6,6 @@ import hashlib
 import shutil
 import sqlite3
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -68,39 +67,69 @@ def test_folder_without_deployment_and_double_deploy_are_refused(tmp_path):
         )
 
 
-def test_index_query_of_10k_events_under_100_ms(tmp_path):
+def test_index_query_of_10k_events_is_exact_and_searches_an_index(tmp_path):
+    # How fast it is, is measured by benchmarks/ledger_bench.py
+    # (index_query_10k_ms), not asserted here: the machine is shared. What is
+    # checked is that the answer is right and that SQLite's plan searches an
+    # index instead of scanning the table, whatever the load.
     from ledger.api import Event
 
     index = EventIndex(tmp_path / "i.sqlite", chain_id=1, contract="0x" + "00" * 20)
     kinds = list(EventKind)
-    index.add(
-        (
-            Event(
-                kind=kinds[i % len(kinds)],
-                block=i // 4,
-                tx_hash="0x" + f"{i:064x}",
-                log_index=i % 4,
-                timestamp=1_700_000_000 + i,
-                member=f"did:key:z6Mk{i % 5}",
-                commitment="0x" + f"{i:064x}",
-                data={"purpose": i % 7},
-            )
-            for i in range(50_000)
-        ),
-        height=12_500,
-    )
-    # CPU time, best of five: the machine (and CI's) is shared by parallel
-    # jobs, whose load stretches wall time but not the work this query does.
-    elapsed = float("inf")
-    for _ in range(5):
-        started = time.process_time()
+
+    def event(i: int) -> Event:
+        return Event(
+            kind=kinds[i % len(kinds)],
+            block=i // 4,
+            tx_hash="0x" + f"{i:064x}",
+            log_index=i % 4,
+            timestamp=1_700_000_000 + i,
+            member=f"did:key:z6Mk{i % 5}",
+            commitment="0x" + f"{i:064x}",
+            data={"purpose": i % 7},
+        )
+
+    # Added out of chain order: the index, not insertion order, sorts them.
+    order = list(range(50_000))
+    order = order[1::2] + order[::2]
+    index.add((event(i) for i in order), height=12_500)
+    try:
         got = index.query(since=1_700_010_000, limit=10_000)
-        elapsed = min(elapsed, time.process_time() - started)
-    assert len(got) == 10_000 and got[0].timestamp == 1_700_010_000
-    assert elapsed < 0.1, f"10k-event query took {elapsed * 1000:.0f} ms"
-    assert index.count(EventKind.ATTESTATION, member="did:key:z6Mk0") > 0
-    assert index.query(commitment="0x" + f"{123:064x}")[0].block == 30
-    index.close()
+        assert got == [event(i) for i in range(10_000, 20_000)]
+        assert index.query(since=1_700_010_000, until=1_700_010_003) == [
+            event(i) for i in range(10_000, 10_003)
+        ]
+        assert index.query(since=1_700_049_998, offset=1) == [event(49_999)]
+        attestations = [
+            i for i in range(0, 50_000, 5) if kinds[i % len(kinds)] == "attestation"
+        ]
+        assert index.count(EventKind.ATTESTATION, member="did:key:z6Mk0") == len(
+            attestations
+        )
+        (found,) = index.query(commitment="0x" + f"{123:064x}")
+        assert found == event(123) and found.block == 30
+
+        # Every filter searches an index; none scans the table (EXPLAIN QUERY
+        # PLAN says "SCAN events" for a full-table read) or sorts a time range.
+        for filters in (
+            {"since": 1_700_010_000},
+            {"until": 1_700_010_000},
+            {"kind": EventKind.ATTESTATION},
+            {"member": "did:key:z6Mk0"},
+            {"member": "did:key:z6Mk0", "since": 1_700_010_000},
+            {"kind": EventKind.ATTESTATION, "since": 1, "until": 2},
+            {"commitment": "0x" + f"{123:064x}"},
+        ):
+            plan = index.plan(**filters)
+            assert plan[0].startswith("SEARCH events USING INDEX events_"), filters
+            assert not any(step.startswith("SCAN") for step in plan), (filters, plan)
+            if "commitment" not in filters:  # one row per commitment: no sort
+                assert not any("TEMP B-TREE" in step for step in plan), plan
+        assert index.plan(since=1) == [
+            "SEARCH events USING INDEX events_time (timestamp>?)"
+        ]
+    finally:
+        index.close()
 
 
 def test_handles_of_one_folder_write_from_threads(tmp_path):
