@@ -176,3 +176,53 @@ async def test_mesh_refuses_a_peer_with_a_changed_file(fed, policies, tmp_path):
             assert await nodes[0].call_hello(nodes[1].peer_id) == nodes[1].did
             nursery.cancel_scope.cancel()
     assert fed.ledgers[0].count_events(EventKind.ATTESTATION) == 3
+
+
+async def test_required_credential_types_are_checked_per_exchange(fed):
+    from identity.credentials import create_presentation
+    from node.governance.site import SiteGovernance
+
+    issuer = fed.keys[2]
+    now = datetime.now(UTC)
+    vc = issue_credential(
+        make_credential(
+            issuer.did,
+            fed.keys[1].did,
+            [MEMBERSHIP_CREDENTIAL],
+            {"role": "site"},
+            now - timedelta(minutes=1),
+            now + timedelta(days=1),
+        ),
+        issuer,
+        cryptosuite=JCS,
+    )
+    gov: SiteGovernance = fed.gov(0)
+    inner = CredentialAuthorizer(
+        fed.keys[0],
+        [],
+        [issuer.did],
+        fed.ledgers[0],
+        lambda: [],
+        policy=gov.peer_gate(),
+        cryptosuite=JCS,
+    )
+    authorizer = gov.authorizer(inner)
+
+    async def present() -> None:
+        vp = create_presentation(
+            [vc], fed.keys[1], challenge="c1", domain=gov.did, cryptosuite=JCS
+        )
+        await authorizer.authorize(
+            fed.keys[1].did, vp, challenge="c1", domain=gov.did, action="average"
+        )
+
+    await present()  # the example policy asks for MembershipCredential only
+    policy = gov.policy
+    gov._policy = replace(
+        policy,
+        peers=replace(
+            policy.peers, credentials=(MEMBERSHIP_CREDENTIAL, "SiteCredential")
+        ),
+    )
+    with pytest.raises(PeerRefused, match="requires credentials SiteCredential"):
+        await present()
