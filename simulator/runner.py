@@ -319,6 +319,10 @@ class Simulation:
     async def _rounds(self) -> None:
         sc = self.scenario
         self.limiter = trio.CapacityLimiter(self.cores)
+        # Exchanges of one matching are independent, but 16 at once (32 sites)
+        # starved the shared event loop past libp2p's 10 s stream negotiation;
+        # a few at a time finish well inside it.
+        self.exchange_limiter = trio.CapacityLimiter(2 * self.cores)
         t0 = time.perf_counter()
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
@@ -405,7 +409,10 @@ class Simulation:
             train_steps=0,
             gossip_degree=max(1, min(6, len(self.names) - 1)),
             status_file=store / "status.json",
-            maintenance_s=1.0,
+            # Many sites share one event loop: slower background heartbeats
+            # (announcements only; the simulator schedules every exchange).
+            heartbeat_s=1 if len(self.names) <= 16 else 5,
+            maintenance_s=1.0 if len(self.names) <= 16 else 5.0,
         )
         fed = self.federation
         return SimSiteNode(
@@ -540,7 +547,8 @@ class Simulation:
         if node is None or peer is None:
             return
         try:
-            await node.call_average(peer.did)
+            async with self.exchange_limiter:
+                await node.call_average(peer.did)
         except PeerRefused as exc:
             arm.exchanges["refused"] += 1
             logger.info("%s: %s -> %s refused: %s", arm.name, a, b, exc)
