@@ -134,6 +134,7 @@ class _Write:
     raw: bytes  # signed raw transaction
     tx: dict[str, Any]  # the unsigned transaction, to replay a revert as a call
     tx_hash: str | None = None  # set once the chain accepted it
+    claimed: bool = False  # a flush is waiting for its receipt
 
 
 class Web3Ledger(Ledger):
@@ -170,10 +171,15 @@ class Web3Ledger(Ledger):
         self._owns_index = owns_index
         self._deploy_block = deploy_block
         self._account = None if account_key is None else Account.from_key(account_key)
-        self._lock = threading.RLock()  # guards the queue, nonce and batch state
+        # Guards the queue, nonce and batch state. Never held while waiting
+        # for receipts: reads (which take only _guard) and other writes of
+        # this handle go on while a write waits to be mined (a block period,
+        # 2 s on QBFT).
+        self._lock = threading.RLock()
         # Serialises use of the chain: eth-tester is not thread-safe, and the
         # handles of one embedded folder share it (taken after _lock, never
-        # before it).
+        # before it). On JSON-RPC it is not held while polling for receipts:
+        # web3's HTTP provider keeps one session per thread.
         self._guard = (
             chain.lock if isinstance(chain, EmbeddedChain) else threading.RLock()
         )
@@ -268,68 +274,121 @@ class Web3Ledger(Ledger):
         # re-running it as a call on its parent block.
         selector, types = self._functions[call.fn_name]
         data = "0x" + (selector + abi_encode(types, list(call.args))).hex()
-        with self._lock, self._guard:
-            tx: dict[str, Any] = {
-                "type": 2,
-                "to": self._address,
-                "value": 0,
-                "data": data,
-                "gas": GAS_LIMIT,
-                "nonce": self._next_nonce(),
-                "chainId": self._chain.chain_id,
-                **self._chain.fee_fields(),
-            }
+        with self._lock:
+            with self._guard:
+                tx: dict[str, Any] = {
+                    "type": 2,
+                    "to": self._address,
+                    "value": 0,
+                    "data": data,
+                    "gas": GAS_LIMIT,
+                    "nonce": self._next_nonce(),
+                    "chainId": self._chain.chain_id,
+                    **self._chain.fee_fields(),
+                }
             raw = bytes(self._account.sign_transaction(tx).raw_transaction)
             tx["from"] = self._account.address
-            self._queue.append(_Write(label, raw, tx))
+            write = _Write(label, raw, tx)
+            self._queue.append(write)
             if self._batch is not None:
                 return None
-            receipts = self.flush()
-            return receipts[-1]
+            claimed = self._dispatch()
+        receipts = self._settle(claimed)
+        return receipts[claimed.index(write)]
 
     def flush(self) -> list[TxReceipt]:
-        with self._lock, self._guard:
-            todo = [w for w in self._queue if w.tx_hash is None]
+        with self._lock:
+            claimed = self._dispatch()
+            batch = self._batch  # set only when flushed inside a batch's body
+        receipts = self._settle(claimed)
+        if batch is not None:
+            batch.extend(receipts)
+        return receipts
+
+    def _dispatch(self) -> list[_Write]:
+        """Send the unsent writes and claim the sent ones no flush waits for.
+
+        Called with ``_lock`` held, so nonces are assigned and transactions
+        sent in nonce order by one thread at a time; the claimed writes are
+        then waited for by :meth:`_settle` without the lock. A write claimed
+        by a concurrent flush is left to it.
+
+        Raises:
+            LedgerUnreachable: the node did not answer; every write stays
+                queued, signed, for the next flush (a write that did reach the
+                node is recognised when sent again).
+            LedgerError: the node refused a write outright (bad nonce, fee):
+                the unsent writes' nonces are void; they are dropped.
+        """
+        todo = [w for w in self._queue if w.tx_hash is None]
+        if todo:
             try:
-                for write, tx_hash in zip(
-                    todo, self._chain.submit([w.raw for w in todo]), strict=True
-                ):
-                    write.tx_hash = tx_hash
+                with self._guard:
+                    hashes = self._chain.submit([w.raw for w in todo])
             except LedgerUnreachable:
-                # Keep every unsent write, signed, for the next flush; one that
-                # did reach the node is recognised when sent again.
                 raise
             except LedgerError:
-                # Refused outright (bad nonce, fee): the unsent writes'
-                # nonces are void; drop them and re-read the nonce.
                 self._queue = [w for w in self._queue if w.tx_hash is not None]
-                self._nonce = None
+                self._nonce = None  # re-read from the chain's pending count
                 raise
-            receipts: list[TxReceipt] = []
-            failures: list[tuple[_Write, int]] = []
-            sent = list(self._queue)
-            got = self._chain.receipts([str(w.tx_hash) for w in sent])
-            self._queue = []
-            everything: list[Event] = []
-            for write, rcpt in zip(sent, got, strict=True):
-                assert write.tx_hash is not None
-                events = self._events_of_logs(rcpt["logs"])
-                everything.extend(events)
-                receipts.append(
-                    TxReceipt(write.tx_hash, int(rcpt["blockNumber"]), tuple(events))
-                )
-                if int(rcpt["status"]) != 1:
-                    failures.append((write, int(rcpt["blockNumber"])))
-            self._index.add(everything)
-            if self._batch is not None:
-                self._batch.extend(receipts)
-            if failures:
-                self._nonce = None
-                write, block = failures[0]
-                raise TransactionReverted(
-                    self._replay_reason(write, block), operation=write.label
-                )
-            return receipts
+            for write, tx_hash in zip(todo, hashes, strict=True):
+                write.tx_hash = tx_hash
+        claimed = [w for w in self._queue if not w.claimed]
+        for write in claimed:
+            write.claimed = True
+        return claimed
+
+    def _settle(self, claimed: list[_Write]) -> list[TxReceipt]:
+        """Wait for the claimed writes' receipts (without ``_lock``), index them.
+
+        Raises:
+            LedgerUnreachable, LedgerError: no receipts (outage, timeout); the
+                writes stay queued and the next flush waits for them again.
+            TransactionReverted: a write was mined as failed (the first one's
+                reason); the others were mined and indexed.
+        """
+        if not claimed:
+            return []
+        hashes = [str(w.tx_hash) for w in claimed]
+        try:
+            if isinstance(self._chain, EmbeddedChain):
+                # Mined already by submit; eth-tester needs the chain's lock.
+                with self._guard:
+                    got = self._chain.receipts(hashes)
+            else:
+                got = self._chain.receipts(hashes)
+        except BaseException:
+            with self._lock:
+                for write in claimed:
+                    write.claimed = False
+            raise
+        with self._lock:
+            done = {id(w) for w in claimed}
+            self._queue = [w for w in self._queue if id(w) not in done]
+        receipts: list[TxReceipt] = []
+        failures: list[tuple[_Write, int]] = []
+        everything: list[Event] = []
+        for write, rcpt in zip(claimed, got, strict=True):
+            assert write.tx_hash is not None
+            events = self._events_of_logs(rcpt["logs"])
+            everything.extend(events)
+            receipts.append(
+                TxReceipt(write.tx_hash, int(rcpt["blockNumber"]), tuple(events))
+            )
+            if int(rcpt["status"]) != 1:
+                failures.append((write, int(rcpt["blockNumber"])))
+        self._index.add(everything)
+        if failures:
+            # A failed write still used its nonce, so the counter stays right;
+            # re-read it from the chain only when no other write holds one.
+            with self._lock:
+                if not self._queue:
+                    self._nonce = None
+            write, block = failures[0]
+            raise TransactionReverted(
+                self._replay_reason(write, block), operation=write.label
+            )
+        return receipts
 
     def _replay_reason(self, write: _Write, block: int) -> str:
         """The revert reason of a mined, failed write, recovered by re-running it.
@@ -353,23 +412,37 @@ class Web3Ledger(Ledger):
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[list[TxReceipt]]:
+        # The body runs under _lock, so another thread's write waits for the
+        # batch to be sent rather than join it; the receipts are awaited
+        # after the lock is released.
         with self._lock:
             if self._batch is not None:
                 raise LedgerError("batch: batches do not nest")
             receipts: list[TxReceipt] = []
             self._batch = receipts
+            before = {id(w) for w in self._queue}
             try:
-                yield receipts
-            except BaseException:
-                # The body failed: drop its unsent writes, whose nonces are
-                # then void, rather than send them later by surprise.
-                self._queue = [w for w in self._queue if w.tx_hash is not None]
-                self._nonce = None
-                raise
-            else:
-                self.flush()
+                try:
+                    yield receipts
+                except BaseException:
+                    # The body failed: drop its unsent writes rather than send
+                    # them later by surprise; writes queued before the batch
+                    # (kept from an outage) stay. The dropped ones took the
+                    # highest nonces (assigned under the lock), so the counter
+                    # goes back to the first of them.
+                    dropped = {
+                        id(w): int(w.tx["nonce"])
+                        for w in self._queue
+                        if w.tx_hash is None and id(w) not in before
+                    }
+                    if dropped:
+                        self._queue = [w for w in self._queue if id(w) not in dropped]
+                        self._nonce = min(dropped.values())
+                    raise
+                claimed = self._dispatch()
             finally:
                 self._batch = None
+        receipts.extend(self._settle(claimed))
 
     # ----- membership writes -------------------------------------------------------
 

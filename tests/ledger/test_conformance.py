@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 
 import pytest
 
@@ -240,3 +241,34 @@ def test_index_resyncs_after_deletion_and_reopen(fed, tmp_path):
     assert fed.a.sync() == fed.a.sync()  # idempotent
     assert fed.a.count_events() == total
     assert fed.a.consent_active(digest("persist"))
+
+
+def test_one_handle_writes_and_reads_from_threads(fed):
+    # Nonces are assigned and writes sent under the handle's lock, receipts
+    # awaited outside it: writes from threads sharing one handle must each
+    # get their own nonce. (That a read does not wait for another thread's
+    # write to be mined is shown on anvil with manual mining, in
+    # test_rpc_mining.py: the embedded chain mines inside the send.)
+    errors: list[BaseException] = []
+    expected = [digest(f"{tag}{i}") for tag in "xyz" for i in range(3)]
+
+    def work(tag: str) -> None:
+        try:
+            for i in range(3):
+                receipt = fed.a.register_consent(digest(f"{tag}{i}"), 1, 0)
+                assert receipt is not None
+                assert receipt.events[0].commitment == "0x" + digest(f"{tag}{i}").hex()
+                assert fed.a.is_member(DID_B)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(tag,)) for tag in "xyz"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert fed.a.pending == 0
+    got = [e.commitment for e in fed.b.events(EventKind.CONSENT_REGISTERED)]
+    assert sorted(got) == sorted("0x" + c.hex() for c in expected)
+    assert all(fed.c.consent_active(c) for c in expected)
