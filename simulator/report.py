@@ -126,12 +126,18 @@ def consensus_plot(metrics: Mapping[str, Any]) -> str:
                 color=REGIME_COLOURS.get(arm),
             )
             drawn = True
-    predicted = metrics.get("consensus_predicted") or []
-    if metrics.get("budget", {}).get("local_steps", 1) == 0 and predicted:
-        pts = [(r, v) for r, v in enumerate(predicted) if _finite(v) and v > 0]
+    no_training = metrics.get("budget", {}).get("local_steps", 1) == 0
+    curves = [
+        ("consensus_predicted", "k--", "spectral-gap bound"),
+        ("consensus_expected", "k:", "expected (same matchings, Monte Carlo)"),
+    ]
+    for key, style, label in curves if no_training else []:
+        pts = [
+            (r, v) for r, v in enumerate(metrics.get(key) or []) if _finite(v) and v > 0
+        ]
         if pts:
             xs, ys = zip(*pts, strict=True)
-            ax.plot(xs, ys, "k--", label="spectral-gap prediction")
+            ax.plot(xs, ys, style, label=label)
     if drawn:
         ax.set_yscale("log")
     ax.set_xlabel("round")

@@ -55,6 +55,7 @@ from simulator.topology import (
     expected_gossip_matrix,
     predicted_distances,
     random_matching,
+    simulated_distances,
     spectral_gap,
 )
 from simulator.training import (
@@ -924,6 +925,17 @@ class Simulation:
             },
             "consensus_distance": main.consensus,
             "consensus_by_arm": {a.name: a.consensus for a in self.arms},
+            "consensus_expected": [
+                d0 * r
+                for r in simulated_distances(
+                    len(self.names),
+                    self.edges,
+                    weights,
+                    np.random.default_rng(sc.seed + 1),
+                    sc.rounds,
+                    sc.gossip_steps,
+                )
+            ],
             "consensus_predicted": predicted_distances(
                 d0, gap, sc.rounds, sc.gossip_steps
             ),

@@ -1,5 +1,6 @@
 """Topologies, matchings, consensus distance and the spectral-gap prediction."""
 
+import itertools
 import math
 
 import numpy as np
@@ -18,6 +19,7 @@ from simulator.topology import (
     random_matching,
     random_regular,
     ring,
+    simulated_distances,
     spectral_gap,
 )
 
@@ -117,3 +119,18 @@ def test_prediction_bounds_simulated_gossip():
     predicted = predicted_distances(1.0, gap, 3, 4)
     assert predicted[0] == 1.0
     assert predicted[3] == pytest.approx(math.sqrt(1 - gap) ** 12)
+
+
+def test_simulated_distances():
+    rng = np.random.default_rng(3)
+    assert simulated_distances(2, [(0, 1)], [1.0, 3.0], rng, 2, 1, trials=20) == [
+        1.0,
+        0.0,
+        0.0,
+    ]
+    curve = simulated_distances(8, ring(8), [1.0] * 8, rng, 10, 1)
+    assert curve[0] == 1.0
+    assert all(b < a for a, b in itertools.pairwise(curve))
+    gap = spectral_gap(expected_gossip_matrix(8, ring(8), [1.0] * 8, rng), [1.0] * 8)
+    bound = predicted_distances(1.0, gap, 10, 1)
+    assert all(c <= b * 1.05 for c, b in zip(curve, bound, strict=True))
