@@ -108,9 +108,15 @@ def cmd_init(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _serve(node: Any) -> None:
+async def _serve(node: Any, extensions: Any = ()) -> None:
     async with trio.open_nursery() as nursery:
         await nursery.start(node.run)
+        for extension in extensions:
+            # An extension may serve beside the node (governance: the staff
+            # admin interface on 127.0.0.1), in the same nursery.
+            run = getattr(extension, "run", None)
+            if run is not None:
+                await nursery.start(run)
         print(f"listening on {', '.join(node.addresses)}", flush=True)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:
@@ -126,7 +132,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     extensions = load_extensions(config.extensions, config)
     site = open_site(config, _passphrase(confirm=False), extensions=extensions)
     try:
-        trio.run(_serve, site.node)
+        trio.run(_serve, site.node, extensions)
     finally:
         site.ledger.close()
     print(f"stopped at round {site.node.round}; checkpoint saved")

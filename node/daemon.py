@@ -358,6 +358,26 @@ class SiteNode:
     def n_samples(self) -> float:
         return self._model.n_samples
 
+    async def install(
+        self, state: Mapping[str, torch.Tensor], *, kind: str = "install"
+    ) -> None:
+        """Make ``state`` the site's model, as the next round (checked first).
+
+        For weights made outside training and averaging, e.g. retrained
+        without an erased patient's data (:mod:`node.governance.erasure`).
+        Waits for the current exchange or training step to finish.
+
+        Raises:
+            ml.errors.WeightsInvalid: not this model's names, shapes or dtypes,
+                or not finite.
+        """
+        new = {n: t.detach().clone() for n, t in state.items()}
+        check_state(new, self._reference, what="installed weights")
+        async with self._exchange_lock:
+            await self._apply(
+                new, kind=kind, parents=[self._model.digest], contributors=[]
+            )
+
     async def _apply(
         self,
         state: StateDict,
