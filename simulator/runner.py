@@ -184,6 +184,9 @@ class Simulation:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ResourceWarning)
                 trio.run(self._rounds)
+                for arm in self.arms:  # the stopped daemons and their hosts
+                    arm.nodes = dict.fromkeys(arm.nodes)
+                    arm.scopes.clear()
                 gc.collect()
             results = self._evaluate()
             self.ledger_events = self.federation.event_counts()
