@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import trio
@@ -28,7 +29,6 @@ from trio_typing import TaskStatus
 
 from ledger.api import Ledger
 from ml.model import ModelConfig
-from ml.weights import model_digest, save_weights
 from node.auth import Authorizer, CredentialAuthorizer
 from node.config import CONFIG_FILE, SiteConfig
 from node.daemon import RobustMode, SiteNode
@@ -134,16 +134,17 @@ class GovernanceExtension:
         self, *, task_status: TaskStatus[str] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Serve the admin interface until cancelled (started with the node)."""
-        server = AdminServer(self._gov(), on_retrained=self._keep_retrained)
+        server = AdminServer(self._gov(), on_retrained=self._install_retrained)
         await server.run(task_status=task_status)
 
-    def _keep_retrained(self, state: dict[str, Any]) -> None:
-        """Save retrained weights for the operator (the daemon has no hook yet)."""
-        gov = self._gov()
-        digest = model_digest(state)
-        path = gov.folder / f"retrained-{digest.hex()[:16]}.safetensors"
-        save_weights(path, state)
-        logger.info("retrained weights without the erased patient saved to %s", path)
+    def _install_retrained(self, state: dict[str, Any]) -> None:
+        """Make the retrained weights the node's model (called from the worker
+        thread of an admin action, so it enters trio through ``from_thread``)."""
+        node = self._node
+        if node is None:
+            raise GovernanceError("retrained weights arrived before the node")
+        trio.from_thread.run(partial(node.install, state, kind="retrain"))
+        logger.info("installed the model retrained without the erased patient")
 
 
 def apply_merge_rule(node: SiteNode, policy: Policy) -> None:

@@ -6,6 +6,7 @@ import json
 import tomllib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import tomli_w
@@ -133,3 +134,80 @@ async def test_started_site_attests_and_serves_staff(tmp_path, monkeypatch, phan
         assert ledger.count_events(EventKind.OFFER_PUBLISHED) == 2
         assert ledger.count_events(EventKind.CONSENT_REGISTERED) == 1
     gov.close()
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("collect_sockets")
+async def test_erase_with_retrain_installs_the_model(tmp_path, monkeypatch, phantoms):
+    from identity.credentials import create_presentation
+    from ml.model import ModelConfig
+    from ml.weights import model_digest
+    from node.governance.admin import AdminClient
+    from node.governance.policy import example_policy
+    from node.governance.site import SiteGovernance
+
+    site = make_site(tmp_path, monkeypatch)
+    document = tomllib.loads((site / "node.toml").read_text())
+    document["training"]["model"] = "tiny"
+    (site / "node.toml").write_text(tomli_w.dumps(document))
+    # a site alone: the policy must allow training without peers
+    text = example_policy_text().replace("min_peers = 1", "min_peers = 0")
+    (site / "policy.toml").write_text(text)
+    config = load_config(site)
+    keystore = Keystore.open(site / "keystore", PASSPHRASE)
+    key = keystore.signing_key
+    # patients registered before this start (the daemon's weight is fixed then)
+    with open_ledger(
+        config.ledger_spec, account_key=keystore.get_secret(LEDGER_ACCOUNT_SECRET)
+    ) as ledger:
+        before = SiteGovernance(
+            config.store / GOVERNANCE_FOLDER,
+            example_policy(),
+            key,
+            ledger,
+            ModelConfig.tiny(),
+        )
+        before.register_consents(
+            [(f"PSN-R{i}", phantoms[i][0], phantoms[i][1]) for i in range(2)]
+        )
+        before.close()
+    ext = extension(config)
+    opened = open_site(config, PASSPHRASE, extensions=[ext])
+    node = opened.node
+    assert node.trainer is not None and node.n_samples == 2
+    dpo = Keystore.create(tmp_path / "dpo", "pw", scrypt_n=2**10)
+    dpo_vc = staff_credential(key, dpo.signing_key, "dpo")
+
+    def erase(url: str) -> dict[str, Any]:
+        client = AdminClient(url, timeout_s=120)
+        challenge, domain = client.challenge()
+        vp = create_presentation(
+            [dpo_vc],
+            dpo.signing_key,
+            challenge=challenge,
+            domain=domain,
+            cryptosuite=JCS,
+        )
+        return client.action("erase", vp, {"patient": "PSN-R0", "retrain": True})
+
+    try:
+        with trio.fail_after(120):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(node.run)
+                url = await nursery.start(ext.run)
+                trained = await trio.to_thread.run_sync(
+                    node.trainer.train, node.state, 3
+                )
+                await node.install(trained, kind="train")
+                assert node.round == 1
+                answer = await trio.to_thread.run_sync(erase, url)
+                assert answer["result"]["retrained_steps"] == 3
+                assert [m["round"] for m in answer["result"]["models_seen"]] == [1]
+                assert node.round == 2 and node.digest != model_digest(trained)
+                rows = await trio.to_thread.run_sync(node.store.rounds)
+                assert [r["kind"] for r in rows] == ["initial", "train", "retrain"]
+                nursery.cancel_scope.cancel()
+    finally:
+        opened.ledger.close()
+        if ext.governance is not None:
+            ext.governance.close()
