@@ -6,10 +6,16 @@ voted. The first founder is the federation's credential issuer: it issues each
 admitted site a membership credential with a Bitstring Status List entry, and
 anchors the status list's digest on the ledger so that every verifier uses the
 current list. Each site records an attestation of its software measurement
-(``node.governance.attestation``: signed evidence, digest on the ledger),
-registers its patients' consent as salted commitments, and later withdraws a
-consent or erases a patient (crypto-shredding: data and salt deleted, then the
-completed erasure logged).
+(``node.governance.attestation``: signed evidence, digest on the ledger).
+
+Each site keeps its patients the way a real node does: a site folder with its
+own :class:`node.governance.site.SiteGovernance` (patient registry, consent
+commitments on the ledger, erasure with proof). The simulator writes each
+consenting patient's phantom as NIfTI files, registers them through
+``register_consents`` (which copies them into the registry), and deletes its
+own copies; from then on the site's training reads cases only through
+governance's consent-checked path, and withdrawals and erasures go through
+``withdraw_consent`` and ``erase``.
 
 All sites live in one process and share one embedded chain, whose reads are
 not thread-safe: every ledger call goes through :class:`LockedLedger`, which
@@ -18,15 +24,19 @@ holds one process-wide lock.
 
 from __future__ import annotations
 
-import hashlib
-import json
+import contextlib
 import logging
+import shutil
 import threading
-from collections.abc import Callable, Sequence
+import tomllib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
+
+import nibabel as nib
+import tomli_w
 
 from identity.credentials import issue_credential, make_credential
 from identity.keys import SigningKey
@@ -34,12 +44,15 @@ from identity.proofs import Cryptosuite
 from identity.status_list import StatusList, status_list_digest
 from ledger import account_address, deploy_federation, new_account_key, open_ledger
 from ledger.api import EventKind, Ledger
-from ledger.commitments import commit, new_salt
 from ledger.errors import LedgerError
+from ml.data import Case, classes_to_mmwhs
 from ml.model import ModelConfig
 from node.auth import MEMBERSHIP_CREDENTIAL, CredentialAuthorizer
-from node.governance.attestation import measure_software, record_attestation
-from node.governance.policy import example_policy
+from node.governance.erasure import ErasureReport
+from node.governance.errors import PatientUnknown
+from node.governance.policy import Policy, example_policy_text, parse_policy
+from node.governance.registry import CaseId, ConsentState
+from node.governance.site import SiteGovernance
 from simulator.errors import RunFailed
 
 logger = logging.getLogger(__name__)
@@ -47,7 +60,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 JCS = Cryptosuite.EDDSA_JCS_2022
 SITE_ROLE = "site"
-PURPOSE_TRAINING = 1  # the federation's purpose code for model training
+GOVERNANCE_DIR = "governance"  # inside a site's folder
 
 
 class AuthorizationReads:
@@ -91,7 +104,7 @@ class LockedLedger:
     """
 
     def __init__(
-        self, ledger: Ledger, lock: threading.Lock, reads: AuthorizationReads
+        self, ledger: Ledger, lock: threading.RLock, reads: AuthorizationReads
     ) -> None:
         self.ledger = ledger
         self.lock = lock  # shared by every handle on the embedded chain
@@ -128,61 +141,38 @@ class LockedLedger:
         )
 
 
-@dataclass
-class Consent:
-    """One patient's consent as the site holds it (salt never leaves the site).
+class ChainLocked:
+    """A site's :class:`ledger.api.Ledger` whose every call holds the chain lock.
 
-    Attributes:
-        salt: 32 random bytes; deleted at erasure (crypto-shredding).
-        commitment: what the ledger holds.
-        active: registered and not withdrawn or erased.
+    What :class:`SiteGovernance` is given: it calls the ledger from whichever
+    thread runs a governance action, while the daemons record models from
+    theirs. A ``batch()`` holds the (re-entrant) lock from its start to its
+    last receipt, so no other site's write lands inside it.
     """
 
-    salt: bytes | None
-    commitment: bytes
-    active: bool
+    def __init__(self, handle: LockedLedger) -> None:
+        self._handle = handle
 
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._handle.ledger, name)
+        if not callable(value):
+            return value
 
-class ConsentNotGiven(RunFailed):
-    """A site tried to read a case whose consent is not active."""
+        def locked(*args: Any, **kwargs: Any) -> Any:
+            with self._handle.lock:
+                return value(*args, **kwargs)
 
+        return locked
 
-@dataclass
-class SiteConsents:
-    """A site's consent registry, checked on every read of a case's voxels.
-
-    Attributes:
-        site: the site's name.
-        consents: pseudonym -> consent; pseudonyms are never logged.
-        reads: reads of each case's voxels (the data set's ``on_read`` hook).
-        refused: reads refused because the consent was not active.
-        erased: how many patients were erased.
-    """
-
-    site: str
-    consents: dict[str, Consent] = field(default_factory=dict)
-    reads: dict[str, int] = field(default_factory=dict)
-    refused: int = 0
-    erased: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def on_read(self, case_id: str) -> None:
-        """``ml.data.CaseDataset`` hook: refuse a case without active consent."""
-        with self._lock:
-            consent = self.consents.get(case_id)
-            if consent is None or not consent.active:
-                self.refused += 1
-                raise ConsentNotGiven(f"site {self.site}: a case has no active consent")
-            self.reads[case_id] = self.reads.get(case_id, 0) + 1
-
-    def active(self) -> list[str]:
-        with self._lock:
-            return [p for p, c in self.consents.items() if c.active]
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[Any]:
+        with self._handle.lock, self._handle.ledger.batch() as receipts:
+            yield receipts
 
 
 @dataclass
 class SiteIdentity:
-    """One site's keys, ledger handle, credential and consents.
+    """One site's keys, ledger handle, credential and governance.
 
     Attributes:
         name: the site's name.
@@ -191,7 +181,11 @@ class SiteIdentity:
         ledger: its handle, under the shared lock.
         credential: its membership credential (None until admitted).
         status_index: its entry in the issuer's status list.
-        consents: its consent registry.
+        governance: its real site governance (None until it joins).
+        pseudonyms: the patients it registered, in order (what the hospital's
+            own records know; never logged).
+        reads: reads of each case's voxels by any of its trainers, by case id
+            (governance's ``observer`` hook, called after the consent check).
     """
 
     name: str
@@ -200,10 +194,46 @@ class SiteIdentity:
     ledger: LockedLedger | None = None
     credential: dict[str, Any] | None = None
     status_index: int = -1
-    consents: SiteConsents = field(init=False)
+    governance: SiteGovernance | None = None
+    pseudonyms: list[str] = field(default_factory=list)
+    reads: dict[CaseId, int] = field(default_factory=dict)
+    _reads_lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def __post_init__(self) -> None:
-        self.consents = SiteConsents(self.name)
+    def count_read(self, case_id: CaseId) -> None:
+        """Governance's ``observer``: one consented read of a case's voxels."""
+        with self._reads_lock:
+            self.reads[case_id] = self.reads.get(case_id, 0) + 1
+
+    def gov(self) -> SiteGovernance:
+        """The site's governance (the site must have joined)."""
+        if self.governance is None:
+            raise RunFailed(f"site {self.name} has no governance (not joined)")
+        return self.governance
+
+    def registered(self, pseudonym: str) -> bool:
+        """Whether the registry still holds the patient (False once erased:
+        its row, pseudonym and salt are gone)."""
+        try:
+            self.gov().registry.find(pseudonym)
+        except PatientUnknown:
+            return False
+        return True
+
+    def active(self) -> list[str]:
+        """The pseudonyms whose consent is active now, in registration order
+        (none before the site joined)."""
+        if self.governance is None:
+            return []
+        gov = self.governance
+        out = []
+        for pseudonym in self.pseudonyms:
+            try:
+                patient = gov.registry.find(pseudonym)
+            except PatientUnknown:
+                continue  # erased
+            if patient.state is ConsentState.ACTIVE:
+                out.append(pseudonym)
+        return out
 
     @property
     def did(self) -> str:
@@ -223,6 +253,9 @@ class Federation:
         founders: the founding sites' names.
         threshold: k, the votes needed to admit a member.
         model_config: the architecture the sites train (part of the measurement).
+        sites_dir: where each site's folder goes (``sites_dir/NAME/governance``).
+        lr: the sites' Adam learning rate (the policy's ``training.lr``).
+        batch_size: crops per local step (the policy's ``training.batch_size``).
     """
 
     def __init__(
@@ -232,8 +265,12 @@ class Federation:
         founders: Sequence[str],
         threshold: int,
         model_config: ModelConfig,
+        *,
+        sites_dir: Path,
+        lr: float,
+        batch_size: int,
     ) -> None:
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # re-entrant: held across a ledger batch
         self.reads = AuthorizationReads()
         self.ledger_dir = ledger_dir
         self.sites = {
@@ -245,10 +282,11 @@ class Federation:
         self.issuer = issuer.key  # the first founder issues credentials
         self.status_list = StatusList.create(self.issuer, "urn:paroma:sim:status:1")
         self.status_vc: dict[str, Any] = {}
-        # Every site runs this very code: one measurement (node.governance's
-        # manifest of the packages, the model architecture and the policy).
-        self.policy = example_policy()
-        self.measurement = measure_software(self.policy, model_config)
+        self.model_config = model_config
+        self.sites_dir = sites_dir
+        # Every site runs this very code under one policy: the shipped example
+        # with the scenario's training budget (so one measurement for all).
+        self.policy = simulation_policy(lr, batch_size)
 
     # ----- set-up ---------------------------------------------------------------------
 
@@ -350,17 +388,26 @@ class Federation:
         self.publish_status()
         logger.info("credential of site %s revoked", name)
 
-    def attest(self, name: str, evidence_dir: Path) -> None:
-        """The site signs evidence of its software measurement and records it
-        on the ledger (``node.governance.attestation``)."""
+    def join(self, name: str) -> SiteGovernance:
+        """Open the admitted site's governance in its folder and attest.
+
+        ``SiteGovernance.attest`` measures the software, records the signed
+        evidence on the ledger and publishes the site's catalogue offer.
+        """
         site = self.sites[name]
-        path = evidence_dir / f"{name}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.handle(name).call(
-            lambda led: record_attestation(
-                led, site.key, self.measurement, self.policy, path
+        if site.governance is None:
+            site.governance = SiteGovernance(
+                self.sites_dir / name / GOVERNANCE_DIR,
+                self.policy,
+                site.key,
+                # ChainLocked implements every Ledger method by delegation.
+                cast(Ledger, ChainLocked(self.handle(name))),
+                self.model_config,
+                scanner_profile=name,
+                status_lists=self.status_lists,
             )
-        )
+        site.governance.attest()
+        return site.governance
 
     def authorizer(self, name: str) -> CredentialAuthorizer:
         """The site's real authorizer (VCs, status list, ledger membership)."""
@@ -378,61 +425,45 @@ class Federation:
 
     # ----- consent and erasure --------------------------------------------------------
 
-    def register_consents(self, name: str, pseudonyms: Sequence[str]) -> None:
-        """Register consent for these patients (one batch of transactions)."""
-        site = self.sites[name]
-        fresh = {}
-        for pseudonym in pseudonyms:
-            salt = new_salt()
-            fresh[pseudonym] = Consent(
-                salt, commit(salt, pseudonym, PURPOSE_TRAINING), True
-            )
+    def register_consents(self, name: str, cases: Sequence[Case]) -> None:
+        """Register these patients' consent at the site (one ledger batch).
 
-        def send(led: Ledger) -> None:
-            with led.batch():
-                for consent in fresh.values():
-                    led.register_consent(consent.commitment, PURPOSE_TRAINING, 0)
-
-        self.handle(name).call(send)
-        with site.consents._lock:
-            site.consents.consents.update(fresh)
-
-    def withdraw_consent(self, name: str, pseudonym: str) -> None:
-        """The patient withdraws: off the ledger's active list, no more reads."""
-        site = self.sites[name]
-        consent = site.consents.consents[pseudonym]
-        with site.consents._lock:
-            consent.active = False
-        self.handle(name).call(lambda led: led.withdraw_consent(consent.commitment))
-
-    def erase(self, name: str, pseudonym: str, delete_data: Callable[[], int]) -> None:
-        """Erase a patient: request, delete data and salt, log completion.
-
-        Args:
-            name: the site.
-            pseudonym: the patient.
-            delete_data: deletes every copy of the patient's data at the site
-                and returns how many copies it removed.
+        Each case is written as NIfTI files (the hospital's export),
+        ``SiteGovernance.register_consents`` copies them into the registry,
+        and the export is deleted: the registry holds the only copy.
         """
         site = self.sites[name]
-        consent = site.consents.consents[pseudonym]
-        handle = self.handle(name)
-        handle.call(lambda led: led.request_erasure(consent.commitment))
-        with site.consents._lock:
-            consent.active = False
-        copies = delete_data()
-        # Crypto-shredding: without the salt the commitment on chain can no
-        # longer be linked to the pseudonym (ledger.commitments).
-        consent.salt = None
-        site.consents.erased += 1
-        record = json.dumps(
-            {"commitment": consent.commitment.hex(), "copies_deleted": copies},
-            sort_keys=True,
-        ).encode()
-        proof = hashlib.sha256(record).digest()
-        handle.call(lambda led: led.complete_erasure(consent.commitment, proof))
-        if not handle.call(lambda led: led.erasure_completed(consent.commitment)):
+        gov = site.gov()
+        incoming = self.sites_dir / name / "incoming"
+        try:
+            patients: list[tuple[str, Path, Path | None]] = []
+            for i, case in enumerate(cases):
+                # File names carry an index, not the pseudonym.
+                scan, labels = write_case_nifti(case, incoming, f"case{i:04d}")
+                patients.append((case.case_id, scan, labels))
+            gov.register_consents(patients)
+        finally:
+            shutil.rmtree(incoming, ignore_errors=True)
+        site.pseudonyms.extend(c.case_id for c in cases)
+
+    def withdraw_consent(self, name: str, pseudonym: str) -> None:
+        """The patient withdraws: registry first (no more reads), then ledger."""
+        self.sites[name].gov().withdraw_consent(pseudonym)
+
+    def erase(self, name: str, pseudonym: str) -> ErasureReport:
+        """Erase a patient through the site's governance (GDPR Art. 17).
+
+        Returns:
+            The erasure report (models that saw the data, proof digest).
+
+        Raises:
+            RunFailed: the ledger does not show the completed erasure.
+        """
+        report = self.sites[name].gov().erase(pseudonym)
+        commitment = bytes.fromhex(report.commitment)
+        if not self.handle(name).call(lambda led: led.erasure_completed(commitment)):
             raise RunFailed(f"site {name}: the ledger does not show the erasure")
+        return report
 
     # ----- audit ----------------------------------------------------------------------
 
@@ -447,6 +478,43 @@ class Federation:
 
     def close(self) -> None:
         for site in self.sites.values():
+            if site.governance is not None:
+                site.governance.close()
+                site.governance = None
             if site.ledger is not None:
                 site.ledger.call(lambda led: led.close())
                 site.ledger = None
+
+
+def simulation_policy(lr: float, batch_size: int) -> Policy:
+    """The shipped example policy with the scenario's learning rate and batch.
+
+    Built from TOML text (not by replacing fields) so the policy's raw form,
+    which the attestation measures, says what the sites actually run.
+    """
+    raw = tomllib.loads(example_policy_text())
+    raw["training"]["lr"] = lr
+    raw["training"]["batch_size"] = batch_size
+    return parse_policy(tomli_w.dumps(raw), source="simulation policy")
+
+
+def write_case_nifti(case: Case, folder: Path, stem: str) -> tuple[Path, Path]:
+    """Write an in-memory case as ``STEM_image.nii.gz`` and ``STEM_label.nii.gz``.
+
+    The layout of ``ml.phantom.write_phantom_nifti`` (labels in MM-WHS codes,
+    the affine as sform and qform), for a case that keeps only its volumes.
+
+    Returns:
+        (image path, label path).
+    """
+    image, labels = case.read()
+    folder.mkdir(parents=True, exist_ok=True)
+    image_path = folder / f"{stem}_image.nii.gz"
+    label_path = folder / f"{stem}_label.nii.gz"
+    pairs = ((image.array, image_path), (classes_to_mmwhs(labels.array), label_path))
+    for data, path in pairs:
+        img = nib.Nifti1Image(data, image.affine)  # type: ignore[no-untyped-call]
+        img.set_qform(image.affine, code=1)  # type: ignore[no-untyped-call]
+        img.set_sform(image.affine, code=1)  # type: ignore[no-untyped-call]
+        nib.save(img, path)
+    return image_path, label_path

@@ -152,8 +152,9 @@ class Simulation:
         self.local_state: dict[str, StateDict] = {}
         self.pooled: PooledTrainer | None = None
         self.pooled_state: StateDict = {}
-        # (site, pseudonym, reads of its voxels at erasure); never logged
-        self.erased: list[tuple[str, str, int]] = []
+        # (site, pseudonym, case id, reads of its voxels at erasure); never logged
+        self.erased: list[tuple[str, str, str, int]] = []
+        self.erasure_reports: list[dict[str, Any]] = []  # no personal data
         self.timings: dict[str, float] = {}
         self.rounds_done = 0  # rounds whose training has finished
         self.cohorts: list[SiteCohort] = []
@@ -174,6 +175,9 @@ class Simulation:
             [s.name for s in self.scenario.sites if s.founder],
             self.scenario.threshold,
             self.config,
+            sites_dir=self.out / "sites",
+            lr=self.scenario.lr,
+            batch_size=self.scenario.batch_size,
         )
         try:
             self._governance()
@@ -190,9 +194,10 @@ class Simulation:
                 gc.collect()
             results = self._evaluate()
             self.ledger_events = self.federation.event_counts()
+            # Before closing: the figures read the sites' registries.
+            metrics = json_safe(self._metrics(results, time.perf_counter() - started))
         finally:
             self.federation.close()
-        metrics = json_safe(self._metrics(results, time.perf_counter() - started))
         (self.out / "metrics.json").write_text(
             json.dumps(metrics, indent=2, sort_keys=True)
         )
@@ -250,43 +255,35 @@ class Simulation:
     def _join_governance(self, name: str) -> None:
         """A newly admitted site attests and registers its patients' consent."""
         fed = self.federation
-        fed.attest(name, self.out / "attestations")
+        fed.join(name)  # its site folder, governance and attestation
         cohort = self.cohorts[self.index[name]]
         pseudonyms = cohort.pseudonyms
         count = max(2, round(self.scenario.consent_fraction * len(pseudonyms)))
         chosen = sorted(self.rng.choice(len(pseudonyms), count, replace=False))
-        fed.register_consents(name, [pseudonyms[int(i)] for i in chosen])
+        consenting = [cohort.train[int(i)] for i in chosen]
+        fed.register_consents(name, consenting)
+        # The registry now holds the only copy of the consented cases; the
+        # others were never given to the site's governance and are never read.
+        cohort.train = [c for c in cohort.train if c not in consenting]
         self.joined.add(name)
 
     # ----- training set-up ------------------------------------------------------------
 
     def _trainer(self, name: str, arm: Arm | None, seed: int) -> SiteTrainer:
-        consents = self.federation.sites[name].consents
-        cohort = self.cohorts[self.index[name]]
-        kwargs: dict[str, Any] = {
-            "batch_size": self.scenario.batch_size,
-            "lr": self.scenario.lr,
-        }
+        """The site's governance trainer (consent-checked reads of its registry)."""
+        site = self.federation.sites[name]
+        trainer = site.gov().trainer(
+            seed=seed,
+            observer=site.count_read,
+            # The model a round's training produces is that round's.
+            current_round=lambda: self.rounds_done,
+        )
         if arm is not None and arm.byzantine and name in self.byzantine:
             fault = self.byzantine[name]
             return ByzantineTrainer(
-                cohort.train,
-                consents.active,
-                consents.on_read,
-                self.config,
-                attack=fault.attack,
-                scale=fault.scale,
-                seed=seed,
-                **kwargs,
+                trainer, attack=fault.attack, scale=fault.scale, seed=seed
             )
-        return SiteTrainer(
-            cohort.train,
-            consents.active,
-            consents.on_read,
-            self.config,
-            seed=seed,
-            **kwargs,
-        )
+        return trainer
 
     def _setup_training(self) -> None:
         sc = self.scenario
@@ -486,11 +483,7 @@ class Simulation:
         sc = self.scenario
         fed = self.federation
         sources = [
-            (
-                self.cohorts[self.index[n]].train,
-                fed.sites[n].consents.active,
-                fed.sites[n].consents.on_read,
-            )
+            (fed.sites[n].gov(), fed.sites[n].count_read)
             for n in self.names
             if n in self.joined
         ]
@@ -786,7 +779,7 @@ class Simulation:
         )
 
     def _pick_patient(self, name: str) -> str:
-        active = self.federation.sites[name].consents.active()
+        active = self.federation.sites[name].active()
         if not active:
             raise RunFailed(f"site {name} has no patient with active consent left")
         return active[-1]
@@ -795,33 +788,23 @@ class Simulation:
         name = self.names[0]
         pseudonym = self._pick_patient(name)
         self.federation.withdraw_consent(name, pseudonym)
+        if self.pooled is not None:
+            self.pooled.forget_inactive()
         self._event("consent_withdrawn", site=name, round=round_)
 
     def _erase(self, round_: int) -> None:
         name = self.names[1 % len(self.names)]
         pseudonym = self._pick_patient(name)
-        consents = self.federation.sites[name].consents
-
-        def delete_data() -> int:
-            copies = 0
-            trainers: list[SiteTrainer] = [
-                t for arm in self.arms for n, t in arm.trainers.items() if n == name
-            ]
-            if name in self.local:
-                trainers.append(self.local[name])
-            if self.pooled is not None:
-                trainers.append(self.pooled)
-            for trainer in trainers:
-                if pseudonym in trainer.dataset.case_ids:
-                    trainer.dataset.remove(pseudonym)
-                    copies += 1
-            cohort = self.cohorts[self.index[name]]
-            before = len(cohort.train)
-            cohort.train = [c for c in cohort.train if c.case_id != pseudonym]
-            return copies + before - len(cohort.train)
-
-        self.federation.erase(name, pseudonym, delete_data)
-        self.erased.append((name, pseudonym, consents.reads.get(pseudonym, 0)))
+        site = self.federation.sites[name]
+        case_id = site.gov().registry.find(pseudonym).case_id
+        before = site.reads.get(case_id, 0)
+        # Governance withdraws, drops the case from every trainer of the site,
+        # deletes its files and rows (salt too), and logs the proof digest.
+        report = self.federation.erase(name, pseudonym)
+        if self.pooled is not None:
+            self.pooled.forget_inactive()
+        self.erased.append((name, pseudonym, case_id, before))
+        self.erasure_reports.append({"site": name, "round": round_, **report.to_json()})
         self._event("erased", site=name, round=round_)
 
     # ----- step 4: evaluation ---------------------------------------------------------
@@ -879,13 +862,13 @@ class Simulation:
         main = self.arms[0]
         regimes = [a.name for a in self.arms] + [str(b) for b in sc.baselines]
         sites: dict[str, Any] = {}
-        consents = {n: self.federation.sites[n].consents for n in self.names}
+        fed_sites = self.federation.sites
         for name in self.names:
             scans = results[name]
             mae, agreement, seg_err, seg_agree = thickness_summary(scans)
             sites[name] = {
                 "profile": sc.site(name).profile,
-                "n_train": len(consents[name].active()),
+                "n_train": len(fed_sites[name].active()),
                 "n_test": len(scans),
                 "joined": name in self.joined,
                 "byzantine": name in self.byzantine,
@@ -900,7 +883,7 @@ class Simulation:
                 "segment_truth_mm": _segment_mean(scans, measured=False),
                 "bytes_sent": main.traffic[name].sent,
                 "bytes_received": main.traffic[name].received,
-                "consent_reads_refused": self.federation.sites[name].consents.refused,
+                "consented_reads": sum(fed_sites[name].reads.values()),
             }
         honest = [
             n for n in self.names if n not in self.byzantine and sites[n]["n_test"]
@@ -913,9 +896,9 @@ class Simulation:
         gap = spectral_gap(matrix, weights)
         d0 = main.consensus[0] if main.consensus else 0.0
         self._outcomes(dice_mean, sites)
-        erased_ok = all(consents[s].consents[p].salt is None for s, p, _ in self.erased)
+        erased_ok = all(not fed_sites[s].registered(p) for s, p, _, _ in self.erased)
         reads_after = sum(
-            consents[s].reads.get(p, 0) - before for s, p, before in self.erased
+            fed_sites[s].reads.get(c, 0) - before for s, _, c, before in self.erased
         )
         return {
             "scenario": sc.name,
@@ -958,6 +941,7 @@ class Simulation:
                 "salts_deleted": erased_ok,
                 "reads_after_erasure": reads_after,
             },
+            "erasure_reports": self.erasure_reports,
             "faults": self.faults,
             "model": {
                 "size": str(sc.model),

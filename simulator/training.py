@@ -1,14 +1,19 @@
 """Local training for the three regimes, and the per-round Dice monitor.
 
-- :class:`SiteTrainer`: one site's local training (``ml.train.Trainer`` on its
-  consented cases); it is the daemon's ``TrainingProvider`` in the
-  decentralized regime and trains alone in the local-only baseline.
-- :class:`ByzantineTrainer`: the same, but what it hands back (and so what the
-  site sends its neighbours) is scaled or random weights (the Byzantine fault,
-  a subclass that overrides one step).
-- :func:`pooled_trainer`: the centralized baseline, one model on every site's
-  consented cases with the federation's batch (``batch_size`` times the number
-  of sites), so the three regimes see the same number of crops per round.
+- a site's local training is its governance's own trainer
+  (``SiteGovernance.trainer``, a ``node.governance.training.GovernedTrainer``):
+  it reads the site registry's consented cases only, re-checks consent before
+  every step and on every read, and notes which models saw which case. It is
+  the daemon's ``TrainingProvider`` in the decentralized regime and trains
+  alone in the local-only baseline.
+- :class:`ByzantineTrainer`: wraps a site's trainer, but what it hands back
+  (and so what the site sends its neighbours) is scaled or random weights
+  (the Byzantine fault).
+- :class:`PooledTrainer`: the centralized baseline, one model on every site's
+  consented cases (read from the sites' registries, consent checked with the
+  owning site on every read) with the federation's batch (``batch_size`` times
+  the number of sites), so the three regimes see the same number of crops per
+  round.
 - :class:`Monitor`: Dice of the myocardium on one 64^3 window around the heart
   of each site's first held-out scan, cheap enough to run every round; the
   final figures come from whole-scan segmentation (:mod:`simulator.evaluate`).
@@ -30,6 +35,10 @@ from ml.metrics import dice_per_class
 from ml.model import MYOCARDIUM, PATCH_SIZE, ModelConfig, build_model
 from ml.phantom import Phantom
 from ml.train import Trainer
+from node.governance.errors import ConsentNotActive
+from node.governance.registry import CaseId, ConsentState
+from node.governance.site import SiteGovernance
+from node.governance.training import GovernedTrainer
 from simulator.scenario import Attack
 
 logger = logging.getLogger(__name__)
@@ -41,97 +50,38 @@ def model_config(tiny: bool) -> ModelConfig:
     return ModelConfig.tiny() if tiny else ModelConfig()
 
 
-class SiteTrainer:
-    """One site's local training on the cases it may read.
-
-    The optimizer's moments persist across calls (as in ``ml.train.Trainer``):
-    after an exchange the site continues from the averaged weights.
-
-    Args:
-        cases: the site's training cases (all patients; reads of cases
-            without active consent are refused by ``on_read``).
-        allowed: the pseudonyms whose consent is active now.
-        on_read: the consent check, called on every read.
-        config: model architecture.
-        batch_size: crops per step.
-        lr: Adam learning rate.
-        seed: crop sampling seed.
-    """
-
-    def __init__(
-        self,
-        cases: Sequence[Case],
-        allowed: Callable[[], Sequence[str]],
-        on_read: Callable[[str], None],
-        config: ModelConfig,
-        *,
-        batch_size: int,
-        lr: float,
-        seed: int,
-    ) -> None:
-        active = set(allowed())
-        self.dataset = CaseDataset(
-            [c for c in cases if c.case_id in active], on_read=on_read
-        )
-        self.allowed = allowed
-        self.trainer = Trainer(
-            build_model(config), self.dataset, lr=lr, batch_size=batch_size, seed=seed
-        )
-        self._lock = threading.Lock()  # one training call at a time
-        self.steps_done = 0  # optimizer steps taken
-
-    @property
-    def n_samples(self) -> float:
-        """Cases the site trains on (its averaging weight); at least 1."""
-        return float(max(1, len(self.dataset)))
-
-    def forget_inactive(self) -> int:
-        """Drop cases whose consent is no longer active; returns how many."""
-        active = set(self.allowed())
-        gone = [c for c in self.dataset.case_ids if c not in active]
-        for case_id in gone:
-            self.dataset.remove(case_id)
-        return len(gone)
-
-    def train(self, state: Mapping[str, torch.Tensor], steps: int) -> StateDict:
-        """Train from ``state`` for ``steps`` steps and return the new weights."""
-        with self._lock:
-            torch.set_num_threads(1)
-            self.forget_inactive()
-            self.trainer.load_state_dict(state)
-            if len(self.dataset) and steps > 0:
-                self.trainer.train_steps(steps)
-                self.steps_done += steps
-            return self.trainer.state_dict()
-
-
-class ByzantineTrainer(SiteTrainer):
+class ByzantineTrainer:
     """A site that hands back poisoned weights instead of its trained ones.
 
     Args:
+        inner: the site's own (governed) trainer, which it trains honestly.
         attack: scaled (weights times ``scale``) or random (Gaussian noise of
             standard deviation ``|scale|``).
         scale: the factor or noise level.
-        active: whether the attack is on (it starts at a given round).
+        seed: seeds the noise.
     """
 
     def __init__(
-        self, *args: object, attack: Attack, scale: float, seed: int, **kw: object
+        self, inner: GovernedTrainer, *, attack: Attack, scale: float, seed: int
     ) -> None:
-        super().__init__(*args, seed=seed, **kw)  # type: ignore[arg-type]
+        self.inner = inner
         self.attack = attack
         self.scale = scale
-        self.active = False
+        self.active = False  # the attack starts at a given round
         self._private: StateDict | None = None  # the honest model it hides
         self._noise = torch.Generator().manual_seed(seed + 7919)
+
+    @property
+    def n_samples(self) -> float:
+        return self.inner.n_samples
 
     def train(self, state: Mapping[str, torch.Tensor], steps: int) -> StateDict:
         # Why keep a private model: the attacker trains its own honest copy and
         # only ever sends a poisoned version of it, so the attack stays the same
         # size round after round instead of compounding on itself.
         if not self.active:
-            return super().train(state, steps)
-        trained = super().train(self._private or state, steps)
+            return self.inner.train(state, steps)
+        trained = self.inner.train(self._private or state, steps)
         self._private = trained
         out: StateDict = {}
         for name, tensor in trained.items():
@@ -145,41 +95,96 @@ class ByzantineTrainer(SiteTrainer):
         return out
 
 
-class PooledTrainer(SiteTrainer):
+SiteTrainer = GovernedTrainer | ByzantineTrainer
+"""What trains at a site: its governance's trainer, possibly Byzantine."""
+
+
+class PooledTrainer:
     """The centralized baseline: every site's consented cases in one place.
 
+    The data set holds each site's consented cases as its registry stores
+    them; every read asks the owning site's registry again, and cases whose
+    consent is no longer active are dropped before each training call.
+
     Args:
-        sources: ``(cases, allowed, on_read)`` of each site; the pooled data
-            set holds the union and asks each case's own site on every read.
+        sources: ``(governance, observer)`` of each site; ``observer`` is
+            called with the case id after each consented read.
+        config: model architecture.
+        batch_size: crops per step.
+        lr: Adam learning rate.
+        seed: crop sampling seed.
+        patch: crop size in voxels.
     """
 
     def __init__(
         self,
-        sources: Sequence[
-            tuple[Sequence[Case], Callable[[], Sequence[str]], Callable[[str], None]]
-        ],
+        sources: Sequence[tuple[SiteGovernance, Callable[[CaseId], None]]],
         config: ModelConfig,
         *,
         batch_size: int,
         lr: float,
         seed: int,
+        patch: Sequence[int] = PATCH_SIZE,
     ) -> None:
-        owner: dict[str, Callable[[str], None]] = {}
+        self._owner: dict[CaseId, tuple[SiteGovernance, Callable[[CaseId], None]]]
+        self._owner = {}
         cases: list[Case] = []
-        for site_cases, _, hook in sources:
-            for case in site_cases:
-                owner[case.case_id] = hook
-                cases.append(case)
-
-        def allowed() -> list[str]:
-            return [p for _, allow, _ in sources for p in allow()]
-
-        def check(case_id: str) -> None:
-            owner[case_id](case_id)
-
-        super().__init__(
-            cases, allowed, check, config, batch_size=batch_size, lr=lr, seed=seed
+        for gov, observer in sources:
+            registry = gov.registry
+            for patient in registry.patients():
+                if patient.state is not ConsentState.ACTIVE:
+                    continue
+                self._owner[patient.case_id] = (gov, observer)
+                cases.append(
+                    Case(
+                        patient.case_id,
+                        image_path=registry.file_path(patient.case_id, "scan"),
+                        label_path=registry.file_path(patient.case_id, "labels"),
+                    )
+                )
+        self.dataset = CaseDataset(cases, patch=patch, on_read=self._on_read)
+        self.trainer = Trainer(
+            build_model(config),
+            self.dataset,
+            lr=lr,
+            batch_size=batch_size,
+            patch=patch,
+            seed=seed,
         )
+        self._lock = threading.Lock()  # one training call at a time
+
+    @property
+    def n_samples(self) -> float:
+        """Cases the pooled model trains on; at least 1."""
+        return float(max(1, len(self.dataset)))
+
+    def _active(self, case_id: CaseId) -> bool:
+        gov, _ = self._owner[case_id]
+        return gov.registry.is_active(case_id)
+
+    def _on_read(self, case_id: CaseId) -> None:
+        # The veto, before CaseDataset touches (or caches) any voxel.
+        if not self._active(case_id):
+            raise ConsentNotActive("a case's consent is no longer active")
+        self._owner[case_id][1](case_id)
+
+    def forget_inactive(self) -> int:
+        """Drop cases (and cached voxels) whose consent is no longer active."""
+        with self._lock:
+            gone = [c for c in self.dataset.case_ids if not self._active(c)]
+            for case_id in gone:
+                self.dataset.remove(case_id)
+            return len(gone)
+
+    def train(self, state: Mapping[str, torch.Tensor], steps: int) -> StateDict:
+        """Train from ``state`` for ``steps`` steps and return the new weights."""
+        self.forget_inactive()
+        with self._lock:
+            torch.set_num_threads(1)
+            self.trainer.load_state_dict(state)
+            if len(self.dataset) and steps > 0:
+                self.trainer.train_steps(steps)
+            return self.trainer.state_dict()
 
 
 @dataclass
