@@ -264,7 +264,8 @@ class Simulation:
         fed.register_consents(name, consenting)
         # The registry now holds the only copy of the consented cases; the
         # others were never given to the site's governance and are never read.
-        cohort.train = [c for c in cohort.train if c not in consenting]
+        given = {c.case_id for c in consenting}
+        cohort.train = [c for c in cohort.train if c.case_id not in given]
         self.joined.add(name)
 
     # ----- training set-up ------------------------------------------------------------
