@@ -39,7 +39,9 @@ def test_quick_scenario_runs_and_reports(tmp_path, capsys):
     assert events["member_admitted"] == 3  # two founders, one by vote
     assert events["member_voted"] >= 1
     assert events["consent_registered"] >= 6
-    assert events["consent_withdrawn"] == 1
+    # The withdrawal in round 2, and the erased patient's consent (erasure
+    # withdraws it before deleting the data).
+    assert events["consent_withdrawn"] == 2
     assert events["erasure_requested"] == events["erasure_completed"] == 1
     assert events["model_recorded"] >= 3 * 4  # each site, each round
     assert events["attestation"] == 3
