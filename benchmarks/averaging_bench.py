@@ -347,7 +347,7 @@ def main() -> None:
     torch.set_num_threads(1)
     results = trio.run(main_async, args.model_mb)
     for name, value in results.items():
-        print(f"{name} {value:.4g}")
+        print(f"{name}: {value:.4g}")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -83,7 +84,7 @@ def evaluate(model: torch.nn.Module, count: int) -> dict[str, float]:
         except MLError as exc:
             # A segmentation that cannot be measured counts as a failure: its
             # segments are NaN (left out of the MAE, wrong for thinning).
-            print(f"  case {i}: predicted labels not measurable: {exc}")
+            print(f"case {i}: predicted labels not measurable: {exc}", file=sys.stderr)
             failures += 1
             pred_means = dict.fromkeys(range(1, 18), math.nan)
         for seg in range(1, 18):
@@ -91,8 +92,9 @@ def evaluate(model: torch.nn.Module, count: int) -> dict[str, float]:
             pred_err.append(abs(pred_means[seg] - truth[seg]))
             agree.append((pred_means[seg] <= 5.5) == (truth[seg] <= 5.5))
         print(
-            f"  case {i} ({ph.profile}): dice {dice[-1]:.3f}, "
+            f"case {i} ({ph.profile}): dice {dice[-1]:.3f}, "
             f"mae gt {np.mean(gt_err[-17:]):.2f} pred {np.mean(pred_err[-17:]):.2f}",
+            file=sys.stderr,
             flush=True,
         )
     return {
@@ -130,7 +132,7 @@ def main() -> None:
     }
     results.update(evaluate(model, args.test_cases))
     for key, value in results.items():
-        print(f"{key} {value:.4g}")
+        print(f"{key}: {value:.4g}")
 
 
 if __name__ == "__main__":
