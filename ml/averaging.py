@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from ml.errors import WeightsInvalid
+from ml.weights import check_compatible, check_finite
 
 StateDict = dict[str, torch.Tensor]
 
@@ -49,27 +50,14 @@ def check_state(
         WeightsInvalid: names differ, a shape or dtype differs, or a floating
             tensor holds NaN or infinity.
     """
-    missing = sorted(set(reference) - set(state))
-    extra = sorted(set(state) - set(reference))
-    if missing or extra:
-        raise WeightsInvalid(
-            f"{what}: tensor names differ from the model "
-            f"(missing {missing[:3]}, unexpected {extra[:3]})"
-        )
+    check_compatible(state, reference, what)
     for name, ref in reference.items():
-        tensor = state[name]
-        if tuple(tensor.shape) != tuple(ref.shape):
+        if state[name].dtype != ref.dtype:
             raise WeightsInvalid(
-                f"{what}: tensor {name!r} has shape {tuple(tensor.shape)}, "
-                f"expected {tuple(ref.shape)}"
-            )
-        if tensor.dtype != ref.dtype:
-            raise WeightsInvalid(
-                f"{what}: tensor {name!r} has dtype {tensor.dtype}, "
+                f"{what}: tensor {name!r} has dtype {state[name].dtype}, "
                 f"expected {ref.dtype}"
             )
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise WeightsInvalid(f"{what}: tensor {name!r} holds NaN or infinity")
+    check_finite(state, what)
 
 
 def _check_weight(n: float, what: str) -> None:
