@@ -22,11 +22,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
-import signal
-import socket
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,13 +39,7 @@ from ledger import (
 )
 from ledger.api import Event, Ledger
 from ledger.index import EventIndex
-
-REPO = Path(__file__).resolve().parent.parent
-ANVIL = REPO / "node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
-# anvil's first dev account, from its public test mnemonic
-ANVIL_KEY = bytes.fromhex(
-    "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
-)
+from tests.ledger.conftest import ANVIL, ANVIL_KEY, Anvil
 
 
 def _digest(i: int, tag: str) -> bytes:
@@ -118,36 +108,8 @@ def bench_embedded(n: int, folder: Path) -> dict[str, float]:
     return out
 
 
-class _Anvil:
-    def __init__(self) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [str(ANVIL), "--host", "127.0.0.1", "--port", str(self.port), "--silent"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError("anvil did not start") from None
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=10)
-
-
 def bench_anvil(n: int, folder: Path) -> dict[str, float]:
-    node = _Anvil()
+    node = Anvil()
     try:
         led, _ = _federation(
             node.url, faucet_key=ANVIL_KEY, index_path=folder / "anvil.sqlite"
