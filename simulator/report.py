@@ -318,7 +318,9 @@ def render_report(metrics: Mapping[str, Any]) -> str:
         dice_plot(metrics),
         "<h2>Decentralized averaging</h2>",
         f"<p>Spectral gap of the expected gossip matrix: "
-        f"{_fmt(metrics.get('spectral_gap', math.nan), 4)}.</p>",
+        f"{_fmt(metrics.get('spectral_gap', math.nan), 4)} per matching, "
+        f"{_fmt(metrics.get('spectral_gap_round', math.nan), 4)} per round "
+        "(the bound's rate).</p>",
         consensus_plot(metrics),
         "<h3>Exchanges</h3>",
         _table(

@@ -50,11 +50,13 @@ from simulator.federation import Federation
 from simulator.mesh import SimSiteNode, Traffic
 from simulator.scenario import Attack, Baseline, FaultKind, Robust, Scenario
 from simulator.topology import (
+    Edge,
     build_topology,
     consensus_distance,
     expected_gossip_matrix,
     predicted_distances,
     random_matching,
+    round_gap,
     simulated_distances,
     spectral_gap,
 )
@@ -349,10 +351,11 @@ class Simulation:
                 self.progress("rounds", round_ - 1, sc.rounds, "training")
                 await self._train(round_)
                 self.progress("rounds", round_ - 1, sc.rounds, "averaging")
+                used: dict[str, set[Edge]] = {arm.name: set() for arm in self.arms}
                 for _ in range(sc.gossip_steps):
                     async with trio.open_nursery() as inner:
                         for arm in self.arms:
-                            inner.start_soon(self._gossip, arm)
+                            inner.start_soon(self._gossip, arm, used[arm.name])
                 await self._measure(round_)
                 self.progress("rounds", round_, sc.rounds, self._round_note())
             self._timed("rounds", t1)
@@ -534,7 +537,7 @@ class Simulation:
             pooled.train, self.pooled_state, steps, limiter=self.limiter
         )
 
-    async def _gossip(self, arm: Arm) -> None:
+    async def _gossip(self, arm: Arm, used: set[Edge]) -> None:
         def usable(i: int, j: int) -> bool:
             a, b = self.names[i], self.names[j]
             return (
@@ -543,7 +546,7 @@ class Simulation:
                 and self._usable(a, b)
             )
 
-        pairs = random_matching(self.edges, self.rng, usable)
+        pairs = random_matching(self.edges, self.rng, usable, used)
         async with trio.open_nursery() as nursery:
             for i, j in pairs:
                 nursery.start_soon(self._exchange, arm, self.names[i], self.names[j])
@@ -895,6 +898,13 @@ class Simulation:
             len(self.names), self.edges, weights, np.random.default_rng(sc.seed)
         )
         gap = spectral_gap(matrix, weights)
+        gap_round = round_gap(
+            len(self.names),
+            self.edges,
+            weights,
+            np.random.default_rng(sc.seed + 2),
+            sc.gossip_steps,
+        )
         d0 = main.consensus[0] if main.consensus else 0.0
         self._outcomes(dice_mean, sites)
         erased_ok = all(not fed_sites[s].registered(p) for s, p, _, _ in self.erased)
@@ -923,10 +933,9 @@ class Simulation:
                     sc.gossip_steps,
                 )
             ],
-            "consensus_predicted": predicted_distances(
-                d0, gap, sc.rounds, sc.gossip_steps
-            ),
+            "consensus_predicted": predicted_distances(d0, gap_round, sc.rounds),
             "spectral_gap": gap,
+            "spectral_gap_round": gap_round,
             "topology": {
                 "kind": str(sc.topology),
                 "edges": [list(e) for e in self.edges],

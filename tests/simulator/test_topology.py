@@ -19,6 +19,8 @@ from simulator.topology import (
     random_matching,
     random_regular,
     ring,
+    round_gap,
+    round_matchings,
     simulated_distances,
     spectral_gap,
 )
@@ -116,9 +118,9 @@ def test_prediction_bounds_simulated_gossip():
     bound = (1 - gap) ** steps
     assert measured <= bound * 1.15
     assert measured >= bound * 0.05
-    predicted = predicted_distances(1.0, gap, 3, 4)
+    predicted = predicted_distances(1.0, gap, 3)
     assert predicted[0] == 1.0
-    assert predicted[3] == pytest.approx(math.sqrt(1 - gap) ** 12)
+    assert predicted[3] == pytest.approx(math.sqrt(1 - gap) ** 3)
 
 
 def test_simulated_distances():
@@ -132,5 +134,40 @@ def test_simulated_distances():
     assert curve[0] == 1.0
     assert all(b < a for a, b in itertools.pairwise(curve))
     gap = spectral_gap(expected_gossip_matrix(8, ring(8), [1.0] * 8, rng), [1.0] * 8)
-    bound = predicted_distances(1.0, gap, 10, 1)
+    bound = predicted_distances(1.0, gap, 10)
     assert all(c <= b * 1.05 for c, b in zip(curve, bound, strict=True))
+
+
+def test_round_prefers_fresh_edges():
+    # A ring of four has two perfect matchings; the two steps of a round must
+    # use both (with independent matchings half the rounds repeated one).
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        first, second = round_matchings(ring(4), rng, 2)
+        keys = {tuple(sorted(e)) for e in first} | {tuple(sorted(e)) for e in second}
+        assert keys == set(ring(4))
+    # Once every edge was used, the matching is still maximal.
+    used = set(ring(4))
+    assert len(random_matching(ring(4), rng, used=used)) == 2
+
+
+def test_round_gap_of_one_matching_is_the_matching_gap():
+    weights = [1.0, 2.0, 5.0, 3.0]
+    rng = np.random.default_rng(0)
+    single = spectral_gap(expected_gossip_matrix(4, ring(4), weights, rng), weights)
+    assert round_gap(4, ring(4), weights, rng, 1) == pytest.approx(single, abs=0.03)
+    # Two steps of a round on a ring of four with equal weights reach the exact
+    # average: the gap of the round is 1.
+    assert round_gap(4, ring(4), [1.0] * 4, rng, 2, samples=200) == pytest.approx(1.0)
+
+
+def test_round_prediction_bounds_simulated_rounds():
+    n, rounds = 8, 6
+    weights = [float(1 + i % 3) for i in range(n)]
+    edges = ring(n)
+    rng = np.random.default_rng(9)
+    gap = round_gap(n, edges, weights, rng, 3)
+    curve = simulated_distances(n, edges, weights, rng, rounds, 3)
+    bound = predicted_distances(1.0, gap, rounds)
+    assert all(c <= b * 1.05 for c, b in zip(curve, bound, strict=True))
+    assert curve[-1] >= bound[-1] * 0.01
