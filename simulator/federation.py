@@ -50,7 +50,12 @@ from ml.model import ModelConfig
 from node.auth import MEMBERSHIP_CREDENTIAL, CredentialAuthorizer
 from node.governance.erasure import ErasureReport
 from node.governance.errors import PatientUnknown
-from node.governance.policy import Policy, example_policy_text, parse_policy
+from node.governance.policy import (
+    Policy,
+    PrivacyRules,
+    example_policy_text,
+    parse_policy,
+)
 from node.governance.registry import CaseId, ConsentState
 from node.governance.site import SiteGovernance
 from simulator.errors import RunFailed
@@ -256,6 +261,7 @@ class Federation:
         sites_dir: where each site's folder goes (``sites_dir/NAME/governance``).
         lr: the sites' Adam learning rate (the policy's ``training.lr``).
         batch_size: crops per local step (the policy's ``training.batch_size``).
+        privacy: the policy's ``[privacy]`` (None: the shipped policy's, DP off).
     """
 
     def __init__(
@@ -269,6 +275,7 @@ class Federation:
         sites_dir: Path,
         lr: float,
         batch_size: int,
+        privacy: PrivacyRules | None = None,
     ) -> None:
         self.lock = threading.RLock()  # re-entrant: held across a ledger batch
         self.reads = AuthorizationReads()
@@ -285,8 +292,9 @@ class Federation:
         self.model_config = model_config
         self.sites_dir = sites_dir
         # Every site runs this very code under one policy: the shipped example
-        # with the scenario's training budget (so one measurement for all).
-        self.policy = simulation_policy(lr, batch_size)
+        # with the scenario's training budget and privacy (so one measurement
+        # for all).
+        self.policy = simulation_policy(lr, batch_size, privacy)
 
     # ----- set-up ---------------------------------------------------------------------
 
@@ -486,8 +494,11 @@ class Federation:
                 site.ledger = None
 
 
-def simulation_policy(lr: float, batch_size: int) -> Policy:
-    """The shipped example policy with the scenario's learning rate and batch.
+def simulation_policy(
+    lr: float, batch_size: int, privacy: PrivacyRules | None = None
+) -> Policy:
+    """The shipped example policy with the scenario's learning rate, batch and
+    differential privacy (None keeps the shipped ``[privacy]``: DP off).
 
     Built from TOML text (not by replacing fields) so the policy's raw form,
     which the attestation measures, says what the sites actually run.
@@ -495,6 +506,14 @@ def simulation_policy(lr: float, batch_size: int) -> Policy:
     raw = tomllib.loads(example_policy_text())
     raw["training"]["lr"] = lr
     raw["training"]["batch_size"] = batch_size
+    if privacy is not None:
+        raw["privacy"] = {
+            "enabled": privacy.enabled,
+            "noise_multiplier": privacy.noise_multiplier,
+            "max_grad_norm": privacy.max_grad_norm,
+            "epsilon_budget": privacy.epsilon_budget,
+            "delta": privacy.delta,
+        }
     return parse_policy(tomli_w.dumps(raw), source="simulation policy")
 
 

@@ -3,7 +3,8 @@
 A scenario names the sites (scanner profile, training and test sizes, which
 ones found the federation), the mesh (topology, robust merging), the training
 budget (rounds, local steps, gossip exchanges per round), the baselines trained
-on the same budget, the governance events (consent withdrawn, a patient
+on the same budget, differential privacy (DP-SGD at every site), the governance
+events (consent withdrawn, a patient
 erased) and the faults to inject (crash and restart, partition and heal,
 Byzantine site, credential revoked, late joiner). ``docs/simulator.md`` lists
 every field; the shipped scenarios live in ``simulator/scenarios/``.
@@ -24,9 +25,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ml.phantom import SCANNER_PROFILES
+from node.governance.policy import PrivacyRules, example_policy
 from simulator.errors import ScenarioInvalid, ScenarioNotFound
 
 T = TypeVar("T")
+
+POLICY_PRIVACY = example_policy().privacy
+"""The shipped policy's ``[privacy]``: a scenario's defaults (DP off)."""
 
 
 class Topology(StrEnum):
@@ -149,6 +154,8 @@ class Scenario:
     trim: int = 1
     fp16: bool = False
     compare_robust: bool = False
+    # privacy: every site's policy [privacy] (DP-SGD in its governed trainer)
+    privacy: PrivacyRules = POLICY_PRIVACY
     # governance
     threshold: int = 2
     withdraw_round: int = 0
@@ -338,6 +345,22 @@ def _names(
     return tuple(str(n) for n in value)
 
 
+def _privacy(t: _Table) -> PrivacyRules:
+    # The ranges are narrower than the policy's (positive; delta below 1):
+    # outside them opacus' accountant returns an epsilon of no use (noise
+    # near zero) or the run trains on noise alone.
+    d = POLICY_PRIVACY
+    rules = PrivacyRules(
+        enabled=t.get("enabled", bool, d.enabled),
+        noise_multiplier=t.number("noise_multiplier", d.noise_multiplier, 0.1, 100.0),
+        max_grad_norm=t.number("max_grad_norm", d.max_grad_norm, 1e-3, 1e3),
+        epsilon_budget=t.number("epsilon_budget", d.epsilon_budget, 0.01, 1e3),
+        delta=t.number("delta", d.delta, 1e-12, 0.1),
+    )
+    t.check_unknown()
+    return rules
+
+
 def parse_scenario(data: Mapping[str, Any], default_name: str = "scenario") -> Scenario:
     """Check a scenario's TOML document and build the :class:`Scenario`.
 
@@ -398,6 +421,8 @@ def parse_scenario(data: Mapping[str, Any], default_name: str = "scenario") -> S
     }
     net.check_unknown()
 
+    privacy = _privacy(top.table("privacy"))
+
     gov = top.table("governance")
     founders = sum(s.founder for s in sites)
     if founders == 0:
@@ -422,6 +447,7 @@ def parse_scenario(data: Mapping[str, Any], default_name: str = "scenario") -> S
         phantom_shape=phantom_shape,
         consent_fraction=consent_fraction,
         faults=faults,
+        privacy=privacy,
         **training,
         **network,
         **governance,
