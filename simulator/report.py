@@ -282,6 +282,41 @@ img { max-width: 100%; } .note { color: #555; font-size: 0.9em; }
 """
 
 
+def privacy_section(metrics: Mapping[str, Any]) -> str:
+    """The sites' DP settings and the epsilon each site spent."""
+    privacy: Mapping[str, Any] = metrics.get("privacy", {})
+    if not privacy.get("enabled"):
+        return "<p>Off: the sites train without DP-SGD.</p>"
+    budget = privacy.get("epsilon_budget", math.nan)
+    private = ", ".join(str(r) for r in privacy.get("private_regimes", []))
+    settings = _table(
+        ["noise multiplier", "max grad norm", "epsilon budget", "delta"],
+        [
+            (
+                privacy.get("noise_multiplier", math.nan),
+                privacy.get("max_grad_norm", math.nan),
+                budget,
+                f"{privacy.get('delta', math.nan):g}",
+            )
+        ],
+    )
+    spent = _table(
+        ["site", "epsilon spent", "share of budget"],
+        [
+            (n, eps, eps / budget if _finite(eps) and _finite(budget) else math.nan)
+            for n, s in metrics.get("sites", {}).items()
+            for eps in [s.get("epsilon_spent", math.nan)]
+        ],
+    )
+    return (
+        f"<p>DP-SGD (opacus) at every site, in: {html.escape(private)}. The "
+        "pooled baseline is the centralized, non-private reference.</p>"
+        f"{settings}{spent}<p class='note'>Epsilon as the site's registry "
+        "records it (RDP accountant, delta above); a site stops training "
+        "before a step would exceed the budget.</p>"
+    )
+
+
 def render_report(metrics: Mapping[str, Any]) -> str:
     """The report page for ``metrics`` (the shape ``metrics.json`` has)."""
     sites: Mapping[str, Any] = metrics.get("sites", {})
@@ -332,6 +367,8 @@ def render_report(metrics: Mapping[str, Any]) -> str:
         ),
         "<h3>Bytes sent per site</h3>",
         bytes_plot(metrics),
+        "<h2>Differential privacy</h2>",
+        privacy_section(metrics),
         "<h2>Wall thickness and AHA segments</h2>",
         _table(
             ["site", "thickness MAE (mm)", "thinning agreement"],

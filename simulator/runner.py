@@ -180,6 +180,7 @@ class Simulation:
             sites_dir=self.out / "sites",
             lr=self.scenario.lr,
             batch_size=self.scenario.batch_size,
+            privacy=self.scenario.privacy,
         )
         try:
             self._governance()
@@ -888,6 +889,7 @@ class Simulation:
                 "bytes_sent": main.traffic[name].sent,
                 "bytes_received": main.traffic[name].received,
                 "consented_reads": sum(fed_sites[name].reads.values()),
+                "epsilon_spent": self._epsilon_spent(name),
             }
         honest = [
             n for n in self.names if n not in self.byzantine and sites[n]["n_test"]
@@ -964,8 +966,39 @@ class Simulation:
                 "batch_size": sc.batch_size,
                 "pooled_batch_size": sc.batch_size * len(self.joined),
             },
+            "privacy": self._privacy(),
             "timings_s": self.timings,
             "wall_seconds": round(wall, 1),
+        }
+
+    def _epsilon_spent(self, name: str) -> float:
+        """The DP epsilon the site spent (0.0 without DP or before joining).
+
+        Read from the site's registry, as its decentralized trainer reports
+        it; the registry is the site's, so every trainer of the site writes
+        the same counter (see docs/simulator.md, Differential privacy).
+        """
+        governance = self.federation.sites[name].governance
+        return governance.epsilon_spent if governance is not None else 0.0
+
+    def _privacy(self) -> dict[str, Any]:
+        """The sites' DP settings, and which regimes train under them."""
+        sc = self.scenario
+        rules = sc.privacy
+        private: list[str] = []
+        if rules.enabled:
+            # The pooled baseline is the centralized reference: a plain
+            # ml.train.Trainer, no DP-SGD.
+            private = [a.name for a in self.arms]
+            if Baseline.LOCAL_ONLY in sc.baselines:
+                private.append(str(Baseline.LOCAL_ONLY))
+        return {
+            "enabled": rules.enabled,
+            "noise_multiplier": rules.noise_multiplier,
+            "max_grad_norm": rules.max_grad_norm,
+            "epsilon_budget": rules.epsilon_budget,
+            "delta": rules.delta,
+            "private_regimes": private,
         }
 
 
