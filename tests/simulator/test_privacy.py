@@ -48,7 +48,7 @@ n_test = 0
 """
 )
 
-DP = {
+DP: dict[str, Any] = {
     "enabled": True,
     "noise_multiplier": 1.0,
     "max_grad_norm": 0.5,
