@@ -283,10 +283,16 @@ class SiteGovernance:
 
     # ----- training ----------------------------------------------------------
 
-    def trainer(self, **kwargs: Any) -> GovernedTrainer:
-        """A training provider for the daemon (kwargs go to GovernedTrainer)."""
+    def trainer(self, *, account: str = "", **kwargs: Any) -> GovernedTrainer:
+        """A training provider for the daemon (kwargs go to GovernedTrainer).
+
+        Args:
+            account: whose DP counters the trainer spends from; "" (the
+                daemon's) is the site's own, and :attr:`epsilon_spent` reads
+                it. The simulator names one per regime.
+        """
         trainer = GovernedTrainer(
-            self.registry, self._policy, self.model_config, **kwargs
+            self.registry, self._policy, self.model_config, account=account, **kwargs
         )
         self._trainers.append(trainer)
         return trainer

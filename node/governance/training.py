@@ -25,14 +25,24 @@ Poisson sampling, so the reported epsilon is the standard approximation used
 by DP-SGD implementations, not a proof. The spent epsilon is kept in the
 registry (it survives restarts) and training stops before a step would exceed
 the budget.
+
+The DP counters belong to an *account* (``GovernedTrainer(account=...)``). A
+site's daemon has one trainer and uses the default account ``""``, whose
+counters keep their bare names, so the policy's budget is the site's. The
+simulator gives each regime its own account: its local-only baseline and its
+comparison arms are counterfactual worlds of the same site and must not spend
+from, or count the steps of, the decentralized trainer. The step counter
+``STEPS`` stays one per site: it is the clock that erasure checkpoints, usage
+records and :func:`node.governance.erasure.retrain_without` read.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
-import warnings
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -54,6 +64,45 @@ STEPS = "steps"  # registry counter: local optimizer steps taken by this site
 EPSILON = "epsilon"  # registry counter: DP epsilon spent so far
 DP_STEPS = "dp_steps"  # registry counter: DP steps taken (for the accountant)
 DP_RATE = "dp_rate"  # registry counter: the highest sampling rate used so far
+_ACCOUNT = re.compile(r"[A-Za-z0-9_.-]*")
+
+
+def account_counter(counter: str, account: str = "") -> str:
+    """The registry name of a DP counter in an account.
+
+    The default account ``""`` keeps the bare name (``epsilon``), so registries
+    written before accounts existed are read unchanged; another account's
+    counter is ``epsilon:ACCOUNT``.
+
+    Raises:
+        ValueError: ``account`` holds other characters than letters, digits,
+            ``_``, ``.`` and ``-``.
+    """
+    if not isinstance(account, str) or not _ACCOUNT.fullmatch(account):
+        raise ValueError(
+            "account: expected letters, digits, '_', '.' or '-' "
+            f"(or '' for the site's own), got {account!r}"
+        )
+    return f"{counter}:{account}" if account else counter
+
+
+def epsilon_spent(registry: PatientRegistry, account: str = "") -> float:
+    """DP epsilon spent so far in ``account`` of the registry (0 without DP)."""
+    return registry.counter(account_counter(EPSILON, account))
+
+
+# registry -> account -> the lock its trainers hold from the budget check to
+# the counters' update, so two trainers of one account never both take the
+# last step the budget allows.
+_account_locks: weakref.WeakKeyDictionary[PatientRegistry, dict[str, threading.Lock]]
+_account_locks = weakref.WeakKeyDictionary()
+_account_locks_guard = threading.Lock()
+
+
+def _account_lock(registry: PatientRegistry, account: str) -> threading.Lock:
+    with _account_locks_guard:
+        locks = _account_locks.setdefault(registry, {})
+        return locks.setdefault(account, threading.Lock())
 
 
 class GovernedTrainer:
@@ -73,6 +122,12 @@ class GovernedTrainer:
         admitted_peers: returns how many peers are admitted now (the
             daemon's ``len(node.admitted_peers())``); below the policy's
             ``peers.min_peers`` the trainer takes no step. None: not checked.
+        account: whose DP counters (epsilon, DP steps, sampling rate) this
+            trainer spends from and adds to; "" is the site's own (see the
+            module docstring). Trainers of one account share one budget.
+
+    Raises:
+        ValueError: ``account`` is not a valid account name.
     """
 
     def __init__(
@@ -87,7 +142,10 @@ class GovernedTrainer:
         current_round: Callable[[], int] | None = None,
         observer: Callable[[CaseId], None] | None = None,
         admitted_peers: Callable[[], int] | None = None,
+        account: str = "",
     ) -> None:
+        account_counter(EPSILON, account)  # checks the name before any work
+        self.account = account
         self.registry = registry
         self.policy = policy
         self.model_config = model_config
@@ -115,8 +173,8 @@ class GovernedTrainer:
 
     @property
     def epsilon_spent(self) -> float:
-        """DP epsilon spent so far by this site (0 without DP)."""
-        return self.registry.counter(EPSILON)
+        """DP epsilon spent so far in this trainer's account (0 without DP)."""
+        return epsilon_spent(self.registry, self.account)
 
     def train(self, state: Mapping[str, torch.Tensor], steps: int) -> StateDict:
         """Train from ``state`` for up to ``steps`` steps on consented cases.
@@ -278,25 +336,35 @@ class GovernedTrainer:
     def _dp_step(self, x: torch.Tensor, y: torch.Tensor) -> bool:
         rules = self.policy.privacy
         if self._dp is None:
-            self._dp = _DPState(self._model, self.policy, self.registry)
+            self._dp = _DPState(self._model, self.policy, self.registry, self.account)
         sample_rate = min(1.0, len(x) / max(1, len(self._dataset)))
-        projected = self._dp.epsilon_after(sample_rate)
-        if projected > rules.epsilon_budget:
-            logger.warning(
-                "DP budget: another step would spend epsilon %.3f > %.3f; stopping",
-                projected,
-                rules.epsilon_budget,
-            )
-            return False
-        self._dp.step(x, y, self._loss, sample_rate)
+        with _account_lock(self.registry, self.account):
+            self._dp.catch_up()
+            projected = self._dp.epsilon_after(sample_rate)
+            if projected > rules.epsilon_budget:
+                logger.warning(
+                    "DP budget: another step would spend epsilon %.3f > %.3f; stopping",
+                    projected,
+                    rules.epsilon_budget,
+                )
+                return False
+            self._dp.step(x, y, self._loss, sample_rate)
         return True
 
 
 class _DPState:
-    """opacus wrappers and the accountant for one trainer."""
+    """opacus wrappers and the accountant for one trainer.
+
+    The accountant's history is the account's (registry counters
+    ``dp_steps``, ``dp_rate``, ``epsilon``, named by :func:`account_counter`).
+    """
 
     def __init__(
-        self, model: torch.nn.Module, policy: Policy, registry: PatientRegistry
+        self,
+        model: torch.nn.Module,
+        policy: Policy,
+        registry: PatientRegistry,
+        account: str,
     ) -> None:
         # Imported here: opacus is heavy and only DP sites need it.
         from opacus import GradSampleModule
@@ -306,6 +374,9 @@ class _DPState:
         rules = policy.privacy
         self.rules = rules
         self.registry = registry
+        self.steps_name = account_counter(DP_STEPS, account)
+        self.rate_name = account_counter(DP_RATE, account)
+        self.epsilon_name = account_counter(EPSILON, account)
         self.module = GradSampleModule(model)
         self.optimizer = DPOptimizer(
             torch.optim.Adam(self.module.parameters(), lr=policy.training.lr),
@@ -314,13 +385,22 @@ class _DPState:
             expected_batch_size=policy.training.batch_size,
         )
         self.accountant = RDPAccountant()
-        # Rebuild the accountant's history from the registry so a restart
-        # never forgets spent budget: every past step counts at the highest
-        # sampling rate used so far (an upper bound on its cost).
-        taken = int(registry.counter(DP_STEPS))
-        if taken:
-            rate = registry.counter(DP_RATE) or 1.0
-            self.accountant.history.append((rules.noise_multiplier, rate, taken))
+        self.known = 0  # the account's DP steps the accountant's history holds
+
+    def catch_up(self) -> None:
+        """Add the account's steps this accountant has not seen to its history.
+
+        Steps taken before a restart, or by another trainer of the account,
+        are in the registry only: each counts at the highest sampling rate
+        the account used so far (an upper bound on its cost). The trainer's
+        own steps keep their exact rates.
+        """
+        taken = int(self.registry.counter(self.steps_name))
+        if taken > self.known:
+            rate = self.registry.counter(self.rate_name) or 1.0
+            missed = (self.rules.noise_multiplier, rate, taken - self.known)
+            self.accountant.history.append(missed)
+            self.known = taken
 
     def epsilon_after(self, sample_rate: float) -> float:
         trial = list(self.accountant.history)
@@ -338,13 +418,16 @@ class _DPState:
     ) -> None:
         self.module.train()
         self.optimizer.zero_grad(set_to_none=True)
-        with warnings.catch_warnings():
-            # opacus' hooks on the input layer, whose input needs no gradient.
-            warnings.filterwarnings(
-                "ignore", "Full backward hook is firing", category=UserWarning
-            )
-            loss: Any = loss_fn(self.module(x), y)  # torch's backward is untyped
-            loss.backward()
+        # opacus hooks every layer with a full backward hook; on the input
+        # layer, whose input needs no gradient, torch warns at every step.
+        # The input is made to require one, so the warning never arises (the
+        # input gradient costs 0-5 % of a step, measured on CPU). Silencing
+        # it per step with warnings.catch_warnings was rejected: that swaps the
+        # process-wide filter list, so two trainers stepping in threads undo
+        # each other's filter and the warning escapes.
+        x = x.detach().requires_grad_(True)
+        loss: Any = loss_fn(self.module(x), y)  # torch's backward is untyped
+        loss.backward()
         self.optimizer.step()
         self.accountant.step(
             noise_multiplier=self.rules.noise_multiplier, sample_rate=sample_rate
@@ -352,7 +435,9 @@ class _DPState:
         epsilon = float(self.accountant.get_epsilon(self.rules.delta))
         if not math.isfinite(epsilon):
             raise PrivacyBudgetSpent("the accountant returned a non-finite epsilon")
-        self.registry.set_counter(DP_STEPS, self.registry.counter(DP_STEPS) + 1)
-        rate = max(sample_rate, self.registry.counter(DP_RATE))
-        self.registry.set_counter(DP_RATE, rate)
-        self.registry.set_counter(EPSILON, epsilon)
+        self.known += 1
+        registry = self.registry
+        registry.set_counter(self.steps_name, registry.counter(self.steps_name) + 1)
+        rate = max(sample_rate, registry.counter(self.rate_name))
+        registry.set_counter(self.rate_name, rate)
+        registry.set_counter(self.epsilon_name, epsilon)
