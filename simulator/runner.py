@@ -43,6 +43,7 @@ from ml.errors import MLError
 from ml.model import ModelConfig, build_model, count_parameters
 from node.daemon import AveragingSettings, NodeSettings, RobustMode
 from node.errors import NodeError, PeerRefused
+from node.governance.training import epsilon_spent
 from simulator.cohort import SiteCohort, generate_cohorts
 from simulator.errors import RunFailed
 from simulator.evaluate import ScanResult, evaluate_scan, load, thickness_summary
@@ -274,9 +275,16 @@ class Simulation:
     # ----- training set-up ------------------------------------------------------------
 
     def _trainer(self, name: str, arm: Arm | None, seed: int) -> SiteTrainer:
-        """The site's governance trainer (consent-checked reads of its registry)."""
+        """The site's governance trainer (consent-checked reads of its registry).
+
+        ``arm`` None: the local-only baseline's. Each regime spends DP epsilon
+        from its own account of the site's registry: the baselines and the
+        comparison arms are counterfactual worlds of the site, not draws on
+        the decentralized trainer's budget.
+        """
         site = self.federation.sites[name]
         trainer = site.gov().trainer(
+            account=arm.name if arm is not None else str(Baseline.LOCAL_ONLY),
             seed=seed,
             observer=site.count_read,
             # The model a round's training produces is that round's.
@@ -889,7 +897,10 @@ class Simulation:
                 "bytes_sent": main.traffic[name].sent,
                 "bytes_received": main.traffic[name].received,
                 "consented_reads": sum(fed_sites[name].reads.values()),
-                "epsilon_spent": self._epsilon_spent(name),
+                "epsilon_spent": self._epsilon_spent(name, DECENTRALIZED),
+                "epsilon_by_regime": {
+                    r: self._epsilon_spent(name, r) for r in self._governed_regimes()
+                },
             }
         honest = [
             n for n in self.names if n not in self.byzantine and sites[n]["n_test"]
@@ -971,15 +982,24 @@ class Simulation:
             "wall_seconds": round(wall, 1),
         }
 
-    def _epsilon_spent(self, name: str) -> float:
-        """The DP epsilon the site spent (0.0 without DP or before joining).
+    def _governed_regimes(self) -> list[str]:
+        """The regimes that train through the sites' governed trainers."""
+        regimes = [a.name for a in self.arms]
+        if Baseline.LOCAL_ONLY in self.scenario.baselines:
+            regimes.append(str(Baseline.LOCAL_ONLY))
+        return regimes
 
-        Read from the site's registry, as its decentralized trainer reports
-        it; the registry is the site's, so every trainer of the site writes
-        the same counter (see docs/simulator.md, Differential privacy).
+    def _epsilon_spent(self, name: str, regime: str) -> float:
+        """The DP epsilon the site spent in a regime (0.0 without DP or before
+        joining).
+
+        Read from the regime's account in the site's registry (see
+        :meth:`_trainer`), which survives the site's restarts.
         """
         governance = self.federation.sites[name].governance
-        return governance.epsilon_spent if governance is not None else 0.0
+        if governance is None:
+            return 0.0
+        return epsilon_spent(governance.registry, regime)
 
     def _privacy(self) -> dict[str, Any]:
         """The sites' DP settings, and which regimes train under them."""
@@ -989,9 +1009,7 @@ class Simulation:
         if rules.enabled:
             # The pooled baseline is the centralized reference: a plain
             # ml.train.Trainer, no DP-SGD.
-            private = [a.name for a in self.arms]
-            if Baseline.LOCAL_ONLY in sc.baselines:
-                private.append(str(Baseline.LOCAL_ONLY))
+            private = self._governed_regimes()
         return {
             "enabled": rules.enabled,
             "noise_multiplier": rules.noise_multiplier,

@@ -132,18 +132,13 @@ def test_shipped_dp_scenario():
     assert sc.privacy.epsilon_budget > 0
 
 
-# opacus warns on every step that the input layer's input needs no gradient.
-# node.governance.training silences it with warnings.catch_warnings around
-# each step, which is not thread-safe: with two trainers stepping at once (the
-# decentralized site and its local-only baseline) one restores the filters
-# while the other is inside, and the warning escapes (an error under pytest).
-@pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")
 @pytest.mark.slow
 @pytest.mark.parametrize("enabled", [True, False])
 def test_run_spends_epsilon_within_budget(tmp_path, enabled):
-    # A tiny model, two rounds of two steps. Two consented cases and batches
-    # of two: every step samples the whole cohort (rate 1), so with noise 1.0
-    # the budget of 8 stops the sites after a few steps.
+    # A tiny model, two rounds of two steps. Batches of two over two or three
+    # consented cases: with noise 1.0 the budget of 8 stops every regime after
+    # two steps. The decentralized site and its local-only baseline train at
+    # once in threads, each from its own account.
     data = with_privacy(**dict(DP, enabled=enabled))
     scenario = tmp_path / "dp-tiny.toml"
     scenario.write_text(tomli_w.dumps(data))
@@ -156,28 +151,46 @@ def test_run_spends_epsilon_within_budget(tmp_path, enabled):
     assert privacy["epsilon_budget"] == DP["epsilon_budget"]
     assert privacy["noise_multiplier"] == DP["noise_multiplier"]
     assert privacy["delta"] == DP["delta"]
-    spent = {n: s["epsilon_spent"] for n, s in metrics["sites"].items()}
+    sites = metrics["sites"]
+    spent = {n: s["epsilon_spent"] for n, s in sites.items()}
     assert set(spent) == {"a", "b", "c"}
+    for name, site in sites.items():
+        by_regime = site["epsilon_by_regime"]
+        assert set(by_regime) == {"decentralized", "local_only"}, name
+        assert by_regime["decentralized"] == spent[name], name
     page = (out / "report.html").read_text()
     assert "<h2>Differential privacy</h2>" in page
     if enabled:
         assert privacy["private_regimes"] == ["decentralized", "local_only"]
-        for name, epsilon in spent.items():
-            # At least one step at the site's sampling rate (batch 2 over its
-            # consented cases), counted here by an accountant of our own; at
-            # most the budget.
-            rate = min(1.0, 2 / metrics["sites"][name]["n_train"])
-            assert one_step_epsilon(rate) <= epsilon <= DP["epsilon_budget"], name
+        for name, site in sites.items():
+            # Each regime's own steps at the site's sampling rate (batch 2 over
+            # its consented cases), counted by an accountant of our own: as
+            # many as the budget allows, never another regime's.
+            rate = min(1.0, 2 / site["n_train"])
+            expected = budget_epsilon(rate, steps=2 * 2)
+            assert 0 < expected <= DP["epsilon_budget"]
+            for regime, epsilon in site["epsilon_by_regime"].items():
+                assert epsilon == pytest.approx(expected, rel=1e-9), (name, regime)
         assert "epsilon spent" in page
     else:
         assert privacy["private_regimes"] == []
         assert spent == {"a": 0.0, "b": 0.0, "c": 0.0}
+        for site in sites.values():
+            assert set(site["epsilon_by_regime"].values()) == {0.0}
         assert "without DP-SGD" in page
 
 
-def one_step_epsilon(rate: float) -> float:
+def budget_epsilon(rate: float, steps: int) -> float:
+    """The epsilon of up to ``steps`` DP steps at ``rate``, stopping before a
+    step would exceed the budget (what a governed trainer does)."""
     from opacus.accountants import RDPAccountant
 
-    accountant = RDPAccountant()
-    accountant.step(noise_multiplier=DP["noise_multiplier"], sample_rate=rate)
-    return float(accountant.get_epsilon(DP["delta"]))
+    spent = 0.0
+    for taken in range(1, steps + 1):
+        accountant = RDPAccountant()
+        accountant.history = [(DP["noise_multiplier"], rate, taken)]
+        epsilon = float(accountant.get_epsilon(DP["delta"]))
+        if epsilon > DP["epsilon_budget"]:
+            break
+        spent = epsilon
+    return spent
