@@ -54,6 +54,10 @@ MAX_JSON_BYTES = 4 * 1024 * 1024
 MAX_MODEL_BYTES = 512 * 1024 * 1024
 """Largest model file accepted for the digest check."""
 
+_LINGER_S = 2.0
+_LINGER_BYTES = 8 * 1024 * 1024
+"""How long, and how much, a refused request's unread body is drained."""
+
 _STATIC = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/index.html": ("index.html", "text/html; charset=utf-8"),
@@ -115,6 +119,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Security-Policy", _CSP)
         if reply.cookie is not None:
             self.send_header("Set-Cookie", reply.cookie)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(reply.body)
@@ -141,7 +147,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return session
 
     def _body(self, limit: int) -> bytes:
-        self._body_read = True
         length_text = self.headers.get("Content-Length")
         if length_text is None or not length_text.isdigit():
             raise BadQuery("request: expected a Content-Length header")
@@ -150,6 +155,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             # Drain nothing: the connection is closed after this answer.
             self.close_connection = True
             raise BadQuery(f"request: body of {length} bytes, expected at most {limit}")
+        self._body_read = True
         return self.rfile.read(length)
 
     def _json_body(self) -> Any:
@@ -160,15 +166,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             raise BadQuery("request: expected a JSON body") from None
 
     def _handle(self, method: str) -> None:
+        self._body_read = False  # a body left unread ends the connection
         if not self._host_ok():
             self.close_connection = True
             self._send(
                 _json(HTTPStatus.MISDIRECTED_REQUEST, {"error": "unexpected Host"})
             )
+            self._lingering_close()
             return
         url = urlsplit(self.path)
         params = {k: v[-1] for k, v in parse_qs(url.query).items()}
-        self._body_read = False  # a body left unread ends the connection
         try:
             reply = self._route(method, url.path, params)
         except SignInRefused as exc:
@@ -193,6 +200,31 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             # keep-alive connection.
             self.close_connection = True
         self._send(reply)
+        if self.close_connection and not self._body_read:
+            self._lingering_close()
+
+    def _lingering_close(self) -> None:
+        """Half-close, then discard what the client still sends (RFC 9112 §9.6).
+
+        Why not close at once: the unread body still in the socket's receive
+        buffer makes the kernel answer the close with a reset, and a reset
+        that reaches the client before it has read the answer destroys the
+        answer too (the client sees "server disconnected" instead of the 400
+        that names the problem). Bounded in bytes and time, so a client that
+        keeps sending cannot hold the thread.
+        """
+        try:
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(_LINGER_S)
+            drained = 0
+            while drained < _LINGER_BYTES:
+                chunk = self.connection.recv(64 * 1024)
+                if not chunk:
+                    break
+                drained += len(chunk)
+        except OSError as exc:  # the client went first: nothing left to save
+            log.debug("lingering close: %r", exc)
 
     def do_GET(self) -> None:
         self._handle("GET")
