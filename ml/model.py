@@ -33,16 +33,20 @@ class ModelConfig:
     """Architecture of the MONAI UNet (``monai.networks.nets.UNet``).
 
     Attributes:
-        channels: feature channels per level (the default gives about 0.3 M
+        channels: feature channels per level (the default gives 275,302
             parameters).
         strides: down-sampling stride between levels (one fewer than channels).
-        num_res_units: residual units per block.
+        num_res_units: residual units per block; none by default: with one
+            unit per block a training step at 64^3 on 2 threads took 0.33 s
+            against 0.09 s without, and the 240-second training of
+            ``benchmarks/ml_bench.py`` reached myocardium Dice 0.853 with
+            units against 0.948 without (740 against 2,680 steps).
         dropout: dropout probability.
     """
 
     channels: tuple[int, ...] = (12, 24, 48, 96)
     strides: tuple[int, ...] = (2, 2, 2)
-    num_res_units: int = 1
+    num_res_units: int = 0
     dropout: float = 0.0
     in_channels: int = 1
     out_channels: int = NUM_CLASSES
