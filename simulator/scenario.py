@@ -77,7 +77,7 @@ class Attack(StrEnum):
 class ModelSize(StrEnum):
     """Which :class:`ml.model.ModelConfig` to train."""
 
-    DEFAULT = "default"  # about 0.34 M parameters
+    DEFAULT = "default"  # about 0.28 M parameters
     TINY = "tiny"  # about 8 k parameters, for scale runs
 
 
