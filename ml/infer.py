@@ -64,8 +64,10 @@ def predict_probabilities(
     x = torch.from_numpy(normalize_hu(net.array))[None, None]
     model.eval()
     with torch.no_grad():
+        # Pad short axes with the window minimum (-1), as training crops are:
+        # MONAI's default 0 is mid-window HU, tissue the model never saw there.
         logits = sliding_window_inference(
-            x, tuple(patch), 1, model, overlap=overlap, mode="gaussian"
+            x, tuple(patch), 1, model, overlap=overlap, mode="gaussian", cval=-1.0
         )
         assert isinstance(logits, torch.Tensor)
         probs = torch.softmax(logits, dim=1)[0].numpy()

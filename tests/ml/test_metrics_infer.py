@@ -47,3 +47,26 @@ def test_probabilities_come_back_on_the_scan_grid():
     probs = predict_probabilities(model, image, (2.0, 2.0, 3.0), patch=(32, 32, 32))
     assert probs.shape == (4, 30, 26, 20)
     assert np.allclose(probs.sum(axis=0), 1.0, atol=1e-4)
+
+
+class _Recorder(torch.nn.Module):
+    """Records every window the sliding-window inference feeds it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.windows: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.windows.append(x.clone())
+        return torch.zeros((x.shape[0], 4, *x.shape[2:]))
+
+
+def test_short_axes_are_padded_like_training_crops():
+    # A scan shorter than the window on one axis: the padding must look like
+    # air (the HU window's minimum, -1 after normalization), as CaseDataset
+    # pads its crops, not MONAI's default 0 (mid-window HU, like tissue).
+    image = np.full((20, 32, 32), 650.0, np.float32)  # 1.0 once normalized
+    recorder = _Recorder()
+    predict_probabilities(recorder, image, (1.5, 1.5, 1.5), patch=(32, 32, 32))
+    values = torch.unique(torch.cat([w.flatten() for w in recorder.windows]))
+    assert values.tolist() == [-1.0, 1.0]
