@@ -671,7 +671,7 @@ class Simulation:
             elif kind == "byzantine":
                 parts = [f"{r} {_g(v)}" for r, v in dice_mean.items()]
                 text = "final mean Dice of the honest sites: " + ", ".join(parts)
-            elif kind == "late_join":
+            elif kind in ("late_join", "restart"):
                 dice = sites.get(record.get("site", ""), {}).get("dice", {})
                 parts = [f"{r} {_g(v)}" for r, v in dice.items()]
                 text = "its final Dice: " + ", ".join(parts)

@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -71,11 +72,12 @@ def test_quick_scenario_runs_and_reports(tmp_path, capsys):
 def test_every_fault_with_a_tiny_model(tmp_path):
     # The shipped faults scenario, but a tiny model and 2 local steps: the
     # fault mechanics, not the accuracy, are under test.
-    text = (
-        (Path(simulator.__file__).parent / "scenarios" / "faults.toml")
-        .read_text()
-        .replace("local_steps = 10", 'local_steps = 2\nmodel = "tiny"')
+    scenarios = Path(simulator.__file__).parent / "scenarios"
+    shipped = (scenarios / "faults.toml").read_text()
+    text, n = re.subn(
+        r"(?m)^local_steps = \d+$", 'local_steps = 2\nmodel = "tiny"', shipped
     )
+    assert n == 1
     scenario = tmp_path / "faults-tiny.toml"
     scenario.write_text(text)
     out = tmp_path / "run"
@@ -92,6 +94,7 @@ def test_every_fault_with_a_tiny_model(tmp_path):
         "revoke",
     }
     assert "resumed from its round" in faults["restart"]["what"]
+    assert faults["restart"]["outcome"].startswith("its final Dice: decentralized")
     assert faults["revoke"]["outcome"].split()[0] != "0"  # some were refused
     assert metrics["exchanges"]["decentralized"]["refused"] >= 1
     admitted = [e for e in metrics["governance"] if e["kind"] == "admitted"]
