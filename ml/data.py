@@ -40,6 +40,9 @@ TRAIN_SPACING_MM = (1.5, 1.5, 1.5)
 # HU window for the network input: lung and air clip to -1, contrast blood
 # (up to about 500 HU) stays below +1.
 HU_LOW, HU_HIGH = -250.0, 650.0
+# The normalized value of HU_LOW and below: what crops and inference windows
+# are padded with where a volume is shorter than the patch.
+PAD_VALUE = -1.0
 
 
 @dataclass
@@ -326,7 +329,7 @@ class CaseDataset:
         shape = np.asarray(prep.image.shape)
         # Pad small volumes up to the patch (image at its window minimum).
         pads = [(0, int(max(0, p - s))) for p, s in zip(patch, shape, strict=True)]
-        image = np.pad(prep.image, pads, constant_values=-1.0)
+        image = np.pad(prep.image, pads, constant_values=PAD_VALUE)
         labels = np.pad(prep.labels, pads, constant_values=0)
         shape = np.asarray(image.shape)
         if len(prep.foreground) and rng.random() < self.foreground_fraction:

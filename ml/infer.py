@@ -18,7 +18,7 @@ from monai.inferers.utils import sliding_window_inference
 from numpy.typing import NDArray
 from scipy import ndimage
 
-from ml.data import TRAIN_SPACING_MM, Volume, normalize_hu, resample
+from ml.data import PAD_VALUE, TRAIN_SPACING_MM, Volume, normalize_hu, resample
 from ml.model import NUM_CLASSES, PATCH_SIZE
 
 logger = logging.getLogger(__name__)
@@ -64,10 +64,10 @@ def predict_probabilities(
     x = torch.from_numpy(normalize_hu(net.array))[None, None]
     model.eval()
     with torch.no_grad():
-        # Pad short axes with the window minimum (-1), as training crops are:
-        # MONAI's default 0 is mid-window HU, tissue the model never saw there.
+        # Pad short axes as training crops are: MONAI's default 0 is mid-window
+        # HU, tissue the model never saw there.
         logits = sliding_window_inference(
-            x, tuple(patch), 1, model, overlap=overlap, mode="gaussian", cval=-1.0
+            x, tuple(patch), 1, model, overlap=overlap, mode="gaussian", cval=PAD_VALUE
         )
         assert isinstance(logits, torch.Tensor)
         probs = torch.softmax(logits, dim=1)[0].numpy()

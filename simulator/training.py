@@ -30,7 +30,15 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from ml.data import TRAIN_SPACING_MM, Case, CaseDataset, Volume, normalize_hu, resample
+from ml.data import (
+    PAD_VALUE,
+    TRAIN_SPACING_MM,
+    Case,
+    CaseDataset,
+    Volume,
+    normalize_hu,
+    resample,
+)
 from ml.metrics import dice_per_class
 from ml.model import MYOCARDIUM, PATCH_SIZE, ModelConfig, build_model
 from ml.phantom import Phantom
@@ -212,7 +220,7 @@ def monitor_case(phantom: Phantom) -> MonitorCase:
     lab = np.asarray(labels.array, dtype=np.uint8)
     patch = np.asarray(PATCH_SIZE)
     pads = [(0, int(max(0, p - s))) for p, s in zip(patch, img.shape, strict=True)]
-    img = np.pad(img, pads, constant_values=-1.0)
+    img = np.pad(img, pads, constant_values=PAD_VALUE)
     lab = np.pad(lab, pads, constant_values=0)
     centre = np.argwhere(lab == MYOCARDIUM).mean(axis=0).astype(int)
     start = np.clip(centre - patch // 2, 0, np.asarray(img.shape) - patch)
